@@ -1,0 +1,72 @@
+"""Fits of layerwise profiles (science.md, section 1 "Fits"), float64, jit-able and vmappable.
+
+``values`` is a 1-D array over layers l = 0..L-1; the fit uses l = start..L-1 (``start`` static,
+default 1: the input layer is left out). Under ``jax.vmap`` ``values`` is one model's profile.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+F64 = jnp.float64
+
+__all__ = ["geometric_fit", "linear_fit"]
+
+
+def _check(values, start) -> int:
+    if isinstance(start, bool):
+        raise ValueError(f"start must be a static int >= 0, got {start!r}")
+    try:
+        start = operator.index(start)
+    except TypeError:
+        raise ValueError(f"start must be a static int >= 0, got {start!r}") from None
+    if np.ndim(values) != 1:
+        raise ValueError(f"values must be 1-D (L,), got shape {np.shape(values)}")
+    n = np.shape(values)[0] - start
+    if start < 0 or n < 2:
+        raise ValueError(
+            f"need start >= 0 and at least 2 points in values[start:], got start={start} "
+            f"with L={np.shape(values)[0]}"
+        )
+    return start
+
+
+def _least_squares(y, start: int) -> dict:
+    """Least squares y_l ~ slope * l + intercept over l = start..start+len(y)-1 (centred sums)."""
+    x = start + jnp.arange(y.shape[0], dtype=F64)
+    xc, yc = x - x.mean(), y - y.mean()
+    sxx, syy, sxy = jnp.sum(xc * xc), jnp.sum(yc * yc), jnp.sum(xc * yc)
+    slope = sxy / sxx
+    return {
+        "slope": slope,
+        "intercept": y.mean() - slope * x.mean(),
+        "r2": 1.0 - jnp.sum((yc - slope * xc) ** 2) / syy,
+        "pearson_r": sxy / jnp.sqrt(sxx * syy),
+    }
+
+
+@functools.partial(jax.jit, static_argnames="start")
+def _linear(values, start):
+    return _least_squares(jnp.asarray(values, F64)[start:], start)
+
+
+@functools.partial(jax.jit, static_argnames="start")
+def _geometric(values, start):
+    fit = _least_squares(jnp.log(jnp.asarray(values, F64)[start:]), start)
+    return {"ratio": jnp.exp(fit["slope"]), **fit}
+
+
+def linear_fit(values, start: int = 1) -> dict:
+    """Least squares of values_l on l (l >= start): slope, intercept (at l = 0), r2, pearson_r."""
+    return _linear(values, _check(values, start))
+
+
+def geometric_fit(values, start: int = 1) -> dict:
+    """Least squares of log(values_l) on l (l >= start): ratio = exp(slope), slope, intercept
+    (of the log, at l = 0), r2, pearson_r. Non-positive values give NaN."""
+    return _geometric(values, _check(values, start))
