@@ -2,4 +2,6 @@
 
 import jax
 
+import pnc_jax  # noqa: F401  (sets XLA flags before JAX starts its CPU client)
+
 jax.config.update("jax_enable_x64", True)

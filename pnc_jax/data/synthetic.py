@@ -52,7 +52,7 @@ def gaussian_mixture(
     mean_norm: float = 1.0,
     noise: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class k draws x = mu_k + noise * N(0, I_d / d), with mu_k Gaussian rescaled to ``mean_norm``."""
+    """Class k draws x = mu_k + noise * N(0, I_d / d); mu_k Gaussian rescaled to ``mean_norm``."""
     _check_sizes(num_classes, samples_per_class, input_dim)
     if mean_norm <= 0 or noise < 0:
         raise ValueError(f"need mean_norm > 0 and noise >= 0, got {mean_norm}, {noise}")
@@ -60,5 +60,6 @@ def gaussian_mixture(
     mu_KxD = rng.standard_normal((num_classes, input_dim))
     mu_KxD *= mean_norm / np.linalg.norm(mu_KxD, axis=1, keepdims=True)
     labels = block_labels(num_classes, samples_per_class)
-    x_NxD = mu_KxD[labels] + noise * rng.standard_normal((labels.size, input_dim)) / np.sqrt(input_dim)
+    e_NxD = rng.standard_normal((labels.size, input_dim)) / np.sqrt(input_dim)
+    x_NxD = mu_KxD[labels] + noise * e_NxD
     return x_NxD, labels

@@ -1,0 +1,161 @@
+"""A depth x seed grid trained in one vmapped, sharded program, then measured layer by layer.
+
+``run_sweep`` is what ``experiments.sweep_depth`` (and the other experiments) call. The grid is
+trained in compiled chunks of ``cfg.chunk_epochs`` epochs; between chunks the host logs the
+losses to metrics.jsonl, updates the progress line, checkpoints for ``--resume`` and stops early
+once every model has converged or diverged.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pnc_jax import checkpoint, fits, metrics
+from pnc_jax.config import Config
+from pnc_jax.progress import Progress
+from pnc_jax.sharding import model_mesh, pad_models, replicate, shard_models
+from pnc_jax.train import DIVERGED, RUNNING, STATUS_NAMES, dtype_of, make_trainer
+from pnc_jax.workdir import Workdir
+
+CHECKPOINT_SECONDS = 30.0
+
+
+def depth_groups(cfg: Config, depth_strategy: str = "pad") -> list[tuple[int, ...]]:
+    """Depths trained together. "pad": one program (depth 1, whose W_1 is the classifier, cannot
+    be padded and trains apart); "group": one program per depth."""
+    if depth_strategy == "group":
+        return [(d,) for d in cfg.depths]
+    if depth_strategy != "pad":
+        raise ValueError(f"depth_strategy={depth_strategy!r} is not 'pad' or 'group'")
+    deep = tuple(d for d in cfg.depths if d > 1)
+    return [g for g in ((1,) if 1 in cfg.depths else (), deep) if g]
+
+
+def check_data(cfg: Config, x_NxD, labels_N) -> None:
+    """Clear errors before any compilation: shapes, label range, empty classes."""
+    x_NxD = np.asarray(x_NxD)
+    if x_NxD.ndim != 2:
+        raise ValueError(f"x must be 2-D (N, d), got shape {x_NxD.shape}")
+    metrics.check_inputs(x_NxD, np.asarray(labels_N), cfg.num_classes)
+
+
+def _none_if_nan(values):
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 0:
+        return float(arr) if np.isfinite(arr) else None
+    return [float(v) if np.isfinite(v) else None for v in arr]
+
+
+def _fit_record(values: np.ndarray, kind: str) -> dict | None:
+    """Geometric (ratio) or linear (slope) fit over l = 1..L-1; None if < 2 points or non-finite."""
+    if len(values) < 3 or not np.all(np.isfinite(values[1:])):
+        return None
+    if kind == "geometric":
+        if np.any(values[1:] <= 0):
+            return None
+        fit = fits.geometric_fit(values, start=1)
+        keys = ("ratio", "r2", "pearson_r")
+    else:
+        fit = fits.linear_fit(values, start=1)
+        keys = ("slope", "r2", "pearson_r")
+    return {k: float(fit[k]) for k in keys}
+
+
+def run_records(cfg: Config, runs, state, measured) -> list[dict]:
+    """results.json entries: index l of each per-layer list is the output of layer l (0: input)."""
+    status = np.asarray(state.status)
+    out = []
+    for i, (depth, seed) in enumerate(runs):
+        per_layer = {k: np.asarray(measured[k][i][:depth], np.float64)
+                     for k in ("compression", "discrimination", "nc1", "fuzziness")}
+        diverged = status[i] == DIVERGED or not np.isfinite(measured["loss"][i])
+        rec = {
+            "depth": depth, "seed": seed,
+            "status": "diverged" if diverged else STATUS_NAMES[int(status[i])],
+            "converged": bool(status[i] != RUNNING and not diverged),
+            "epochs_trained": int(state.epoch[i]),
+            "final_loss": _none_if_nan(measured["loss"][i]),
+            "train_accuracy": _none_if_nan(measured["accuracy"][i]),
+        }
+        rec.update({k: _none_if_nan(v) for k, v in per_layer.items()})
+        fit_c = _fit_record(per_layer["compression"], "geometric")
+        fit_d = _fit_record(per_layer["discrimination"], "linear")
+        rec["compression_fit"] = None if diverged else fit_c
+        rec["discrimination_fit"] = None if diverged else fit_d
+        out.append(rec)
+    return out
+
+
+def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
+              resume: bool = False, progress: bool = True, depth_strategy: str = "pad",
+              mesh=None) -> tuple[list[dict], dict]:
+    """Train every (depth, seed) of ``cfg`` on (x, labels); return (records, final states).
+
+    ``records`` are results.json's runs in ``cfg.runs()`` order; ``states`` maps each depth group
+    to its stacked final ``TrainState`` (padded model axis trimmed).
+    """
+    cfg.validate()
+    check_data(cfg, x_NxD, labels_N)
+    mesh = mesh or model_mesh()
+    all_runs = cfg.runs()
+    x = replicate(jnp.asarray(x_NxD, dtype_of(cfg)), mesh)
+    labels = replicate(jnp.asarray(labels_N, jnp.int32), mesh)
+    records, states = {}, {}
+    for gi, group in enumerate(depth_groups(cfg, depth_strategy)):
+        runs = [r for r in all_runs if r[0] in group]
+        columns = [all_runs.index(r) for r in runs]
+        trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=max(group))
+        keys = shard_models(pad_models(np.stack([np.asarray(jax.random.PRNGKey(s))
+                                                 for _, s in runs]), mesh), mesh)
+        depths = shard_models(pad_models(np.array([d for d, _ in runs], np.int32), mesh), mesh)
+        state = jax.jit(jax.vmap(trainer.init))(keys, depths)
+        run_chunk = jax.jit(jax.vmap(trainer.run, in_axes=(0, None, None, None)),
+                            static_argnums=3)
+        epoch0, ckpt_path = 0, None
+        if workdir is not None:
+            ckpt_path = workdir.checkpoints / f"state_group{gi}"
+            if resume and ckpt_path.exists():
+                saved = checkpoint.restore(ckpt_path, {"state": state, "epoch": 0})
+                state = shard_models(saved["state"], mesh)
+                epoch0 = int(saved["epoch"])
+                workdir.truncate_metrics(epoch0, group=gi)
+        bar = Progress(cfg.epochs, len(runs), enabled=progress)
+        last_save = time.time()
+        n = len(runs)
+        while epoch0 < cfg.epochs and bool(np.any(np.asarray(state.status)[:n] == RUNNING)):
+            state, losses = run_chunk(state, x, labels, cfg.chunk_epochs)
+            losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
+            steps = min(cfg.chunk_epochs, cfg.epochs - epoch0)
+            status = np.asarray(state.status)[:n]
+            if workdir is not None:
+                workdir.append_metrics([
+                    {"epoch": epoch0 + t, "group": gi,
+                     "loss": _scatter(losses[t], columns, len(all_runs))}
+                    for t in range(steps)
+                ])
+            epoch0 += steps
+            bar.update(epoch0, losses[steps - 1], int(np.sum(status == DIVERGED)),
+                       int(np.sum(status != RUNNING)),
+                       label=f"[depths {','.join(map(str, group))}] ")
+            if ckpt_path is not None and time.time() - last_save > CHECKPOINT_SECONDS:
+                checkpoint.save(ckpt_path, {"state": state, "epoch": epoch0})
+                last_save = time.time()
+        bar.close()
+        if ckpt_path is not None:
+            checkpoint.save(ckpt_path, {"state": state, "epoch": epoch0})
+        measured = jax.device_get(jax.jit(jax.vmap(trainer.measure, in_axes=(0, None, None)))(
+            state, x, labels))
+        state = jax.tree.map(lambda a, n=n: np.asarray(a)[:n], jax.device_get(state))
+        for col, rec in zip(columns, run_records(cfg, runs, state, measured), strict=True):
+            records[col] = rec
+        states[group] = state
+    return [records[i] for i in range(len(all_runs))], states
+
+
+def _scatter(values, columns, total):
+    out = [None] * total
+    for c, v in zip(columns, values, strict=True):
+        out[c] = float(v) if np.isfinite(v) else None
+    return out
