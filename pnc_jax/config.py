@@ -29,7 +29,7 @@ class Config:
     data_dir: str | None = None
     input_dim: int = 50
     num_classes: int = 3
-    samples_per_class: int = 10
+    samples_per_class: int = 10  # real data: a cap per class, 0 = all
     perturbation: float = 1.0  # Frobenius norm of the synthetic perturbation
     data_seed: int = 0
     # model
@@ -75,7 +75,9 @@ class Config:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if self.width < self.num_classes:
             raise ValueError(f"width={self.width} < num_classes={self.num_classes}")
-        for name in ("input_dim", "samples_per_class", "epochs", "chunk_epochs"):
+        if self.samples_per_class < (1 if self.dataset in ("synthetic", "gaussian") else 0):
+            raise ValueError(f"samples_per_class must be >= 1, got {self.samples_per_class}")
+        for name in ("input_dim", "epochs", "chunk_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("init_scale", "loss_scale", "lr"):
