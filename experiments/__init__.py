@@ -1,0 +1,1 @@
+"""Runnable experiments: ``python -m experiments.NAME``; each docstring is its recipe."""

@@ -1,0 +1,1 @@
+"""Figures, one function per figure, drawn from a results.json only (never recomputed)."""
