@@ -145,6 +145,8 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
         bar.close()
         if ckpt_path is not None:
             checkpoint.save(ckpt_path, {"state": state, "epoch": epoch0})
+            checkpoint.save(workdir.checkpoints / f"final_group{gi}",
+                            {"params": state.params, "stats": state.stats})
         measured = jax.device_get(jax.jit(jax.vmap(trainer.measure, in_axes=(0, None, None)))(
             state, x, labels))
         state = jax.tree.map(lambda a, n=n: np.asarray(a)[:n], jax.device_get(state))
@@ -159,3 +161,43 @@ def _scatter(values, columns, total):
     for c, v in zip(columns, values, strict=True):
         out[c] = float(v) if np.isfinite(v) else None
     return out
+
+
+def load_run(workdir, depth: int, seed: int):
+    """The trained ``Network`` (depth matrices, unpadded) of run (depth, seed) of a sweep's
+    work directory: ``model = load_run("runs/sweep_depth", 6, 0); logits, feats = model(x)``."""
+    from flax import nnx
+
+    from pnc_jax.config import replace_from_json
+    from pnc_jax.train import build_network
+
+    wd = Workdir(workdir, resume=True)
+    saved = wd.read_json("config.json")
+    cfg = replace_from_json(Config(), saved["config"])
+    input_dim, num_samples = saved["data"]["input_dim"], saved["data"]["num_samples"]
+    if (depth, seed) not in cfg.runs():
+        raise ValueError(f"run (depth={depth}, seed={seed}) is not in {cfg.runs()}")
+    groups = depth_groups(cfg, saved.get("depth_strategy", "pad"))
+    gi, group = next((i, g) for i, g in enumerate(groups) if depth in g)
+    runs = [r for r in cfg.runs() if r[0] in group]
+    trainer = make_trainer(cfg, input_dim, num_samples, max_depth=max(group))
+    like = jax.eval_shape(jax.vmap(trainer.init), jnp.zeros((len(runs), 2), jnp.uint32),
+                          jnp.zeros(len(runs), jnp.int32))
+    tree = checkpoint.restore(wd.checkpoints / f"final_group{gi}",
+                              {"params": like.params, "stats": like.stats})
+    i = runs.index((depth, seed))
+    padded = jax.tree.map(lambda a: a[i], nnx.to_pure_dict(tree["params"]))
+    padded.update(jax.tree.map(lambda a: a[i], nnx.to_pure_dict(tree["stats"])))
+    model = nnx.eval_shape(lambda: build_network(cfg, input_dim, depth, jax.random.PRNGKey(0)))
+    graphdef, state = nnx.split(model)
+    pure = nnx.to_pure_dict(state)
+    keep = jax.tree.map(lambda _, a: a, pure, _subtree(padded, pure))
+    nnx.replace_by_pure_dict(state, keep)
+    return nnx.merge(graphdef, state)
+
+
+def _subtree(full: dict, like: dict) -> dict:
+    """The entries of ``full`` at the keys of ``like`` (layers 0..L-2 of a padded network)."""
+    if not isinstance(like, dict):
+        return full
+    return {k: _subtree(full[k], v) for k, v in like.items()}

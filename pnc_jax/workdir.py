@@ -87,12 +87,16 @@ class Workdir:
     def write_json(self, name: str, obj) -> None:
         atomic_write_text(self.file(name), json.dumps(obj, indent=1) + "\n")
 
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.file(name), text)
+
     def read_json(self, name: str):
         return json.loads(self.file(name).read_text())
 
-    def write_config(self, config: dict) -> None:
+    def write_config(self, config: dict, **extra) -> None:
+        """config.json: the settings, ``extra`` facts (data shapes...), versions, git commit."""
         self.write_json("config.json", {
-            "config": config, "versions": versions(), "git_commit": git_commit(),
+            "config": config, **extra, "versions": versions(), "git_commit": git_commit(),
             "command": " ".join(sys.argv),
         })
 
