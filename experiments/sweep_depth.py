@@ -27,7 +27,7 @@ from pnc_jax import cli
 from pnc_jax.config import Config
 from pnc_jax.data import dataset_for
 from pnc_jax.plots.sweep import compression_figure, discrimination_figure
-from pnc_jax.sweep import run_sweep
+from pnc_jax.sweep import resolve_strategy, run_sweep
 
 DEFAULTS = Config()
 
@@ -107,7 +107,7 @@ def main(argv=None) -> list[dict]:
             cli.fail(f"--resume: {workdir.path} was run with another config; see its config.json")
     x, y = data.x_train, data.y_train
     workdir.write_config(
-        cfg.to_json(), depth_strategy=args.depth_strategy,
+        cfg.to_json(), depth_strategy=resolve_strategy(args.depth_strategy),
         data={"name": data.name, "input_dim": int(x.shape[1]), "num_samples": int(x.shape[0])},
     )
     runs, _ = run_sweep(cfg, x, y, workdir, resume=args.resume,

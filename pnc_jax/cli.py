@@ -25,8 +25,9 @@ def parser_for(description: str, defaults: Config, default_workdir: str) -> argp
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress lines")
-    parser.add_argument("--depth-strategy", choices=("pad", "group"), default="pad",
-                        help="pad: all depths in one program; group: one per depth (default: pad)")
+    parser.add_argument("--depth-strategy", choices=("auto", "pad", "group"), default="auto",
+                        help="pad: all depths in one program; group: one program per depth; "
+                             "auto: group on CPU, pad on GPU/TPU (default: auto)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host runs)")
     add_config_flags(parser, defaults)

@@ -22,13 +22,21 @@ from pnc_jax.workdir import Workdir
 CHECKPOINT_SECONDS = 30.0
 
 
-def depth_groups(cfg: Config, depth_strategy: str = "pad") -> list[tuple[int, ...]]:
+def resolve_strategy(depth_strategy: str) -> str:
+    """"auto": "group" on CPU, "pad" on accelerators (see the measurements in ``train``)."""
+    if depth_strategy == "auto":
+        return "group" if jax.default_backend() == "cpu" else "pad"
+    return depth_strategy
+
+
+def depth_groups(cfg: Config, depth_strategy: str = "auto") -> list[tuple[int, ...]]:
     """Depths trained together. "pad": one program (depth 1, whose W_1 is the classifier, cannot
-    be padded and trains apart); "group": one program per depth."""
+    be padded and trains apart); "group": one program per depth; "auto": see resolve_strategy."""
+    depth_strategy = resolve_strategy(depth_strategy)
     if depth_strategy == "group":
         return [(d,) for d in cfg.depths]
     if depth_strategy != "pad":
-        raise ValueError(f"depth_strategy={depth_strategy!r} is not 'pad' or 'group'")
+        raise ValueError(f"depth_strategy={depth_strategy!r} is not 'auto', 'pad' or 'group'")
     deep = tuple(d for d in cfg.depths if d > 1)
     return [g for g in ((1,) if 1 in cfg.depths else (), deep) if g]
 
@@ -89,7 +97,7 @@ def run_records(cfg: Config, runs, state, measured) -> list[dict]:
 
 
 def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
-              resume: bool = False, progress: bool = True, depth_strategy: str = "pad",
+              resume: bool = False, progress: bool = True, depth_strategy: str = "auto",
               mesh=None) -> tuple[list[dict], dict]:
     """Train every (depth, seed) of ``cfg`` on (x, labels); return (records, final states).
 
@@ -177,7 +185,7 @@ def load_run(workdir, depth: int, seed: int):
     input_dim, num_samples = saved["data"]["input_dim"], saved["data"]["num_samples"]
     if (depth, seed) not in cfg.runs():
         raise ValueError(f"run (depth={depth}, seed={seed}) is not in {cfg.runs()}")
-    groups = depth_groups(cfg, saved.get("depth_strategy", "pad"))
+    groups = depth_groups(cfg, saved["depth_strategy"])
     gi, group = next((i, g) for i, g in enumerate(groups) if depth in g)
     runs = [r for r in cfg.runs() if r[0] in group]
     trainer = make_trainer(cfg, input_dim, num_samples, max_depth=max(group))

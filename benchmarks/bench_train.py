@@ -1,0 +1,124 @@
+"""Training throughput: the vmapped grid vs one model at a time, and FLOP/s vs the matmul peak.
+
+    python benchmarks/bench_train.py            # ~1-2 minutes on a 2-core CPU
+    python benchmarks/bench_train.py --quick    # fewer epochs
+
+Prints (targets from the issue, 2-core CPU): grid / one-at-a-time model-steps per second
+(>= 2x), pad-and-mask vs group-by-depth, and achieved training FLOP/s at width 1024 as a
+fraction of the measured float32 matmul peak (> 60%).
+"""
+
+import argparse
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pnc_jax  # noqa: F401  (sets XLA flags before JAX starts its CPU client)
+from pnc_jax.config import Config
+from pnc_jax.data import nearly_orthonormal
+from pnc_jax.sharding import model_mesh
+from pnc_jax.sweep import depth_groups
+from pnc_jax.train import make_trainer
+
+
+def _data(cfg):
+    x, y = nearly_orthonormal(0, cfg.num_classes, cfg.samples_per_class, cfg.input_dim)
+    return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+
+
+def time_grid(cfg: Config, epochs: int, strategy: str) -> float:
+    """Seconds to train every (depth, seed) of cfg for ``epochs`` epochs, vmapped, after compile."""
+    x, y = _data(cfg)
+    total = 0.0
+    for group in depth_groups(cfg, strategy):
+        trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=max(group))
+        runs = [r for r in cfg.runs() if r[0] in group]
+        keys = jnp.stack([jax.random.PRNGKey(s) for _, s in runs])
+        depths = jnp.array([d for d, _ in runs])
+        state = jax.jit(jax.vmap(trainer.init))(keys, depths)
+        run = jax.jit(jax.vmap(trainer.run, in_axes=(0, None, None, None)), static_argnums=3)
+        jax.block_until_ready(run(state, x, y, epochs))  # compile
+        t = time.perf_counter()
+        jax.block_until_ready(run(state, x, y, epochs))
+        total += time.perf_counter() - t
+    return total
+
+
+def time_loop(cfg: Config, epochs: int) -> float:
+    """Seconds to train the same models one after another, one jitted step per Python call."""
+    x, y = _data(cfg)
+    total = 0.0
+    for depth in cfg.depths:
+        trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=depth)
+        step = jax.jit(lambda s: trainer.run(s, x, y, 1))  # noqa: B023
+        for seed in cfg.seeds:
+            state = trainer.init(jax.random.PRNGKey(seed), depth)
+            jax.block_until_ready(step(state))  # compile (cached after the first seed)
+            t = time.perf_counter()
+            for _ in range(epochs):
+                state, _ = step(state)
+            jax.block_until_ready(state)
+            total += time.perf_counter() - t
+    return total
+
+
+def matmul_peak(n: int = 1024, reps: int = 20) -> float:
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    t = time.perf_counter()
+    for _ in range(reps):
+        jax.block_until_ready(f(a))
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def training_flops(width: int, epochs: int) -> float:
+    """Width-1024 deep linear net, N = d = width, L = 6: FLOP/s of the full-batch scan."""
+    cfg = Config(input_dim=width, width=width, samples_per_class=width // 4, num_classes=4,
+                 depths=(6,), seeds=(0,), tol=0.0, loss_scale=1.0, lr=1e-3)
+    x, y = _data(cfg)
+    trainer = make_trainer(cfg, width, x.shape[0])
+    state = trainer.init(jax.random.PRNGKey(0), 6)
+    run = jax.jit(trainer.run, static_argnums=3)
+    jax.block_until_ready(run(state, x, y, epochs))
+    t = time.perf_counter()
+    jax.block_until_ready(run(state, x, y, epochs))
+    seconds = time.perf_counter() - t
+    n = x.shape[0]
+    # per step: forward 2 N W^2 per hidden matrix (5 of width x width incl. W_1 with d = W),
+    # backward twice that (activations and weight gradients); the K x W classifier is negligible
+    flops = epochs * 3 * 2 * n * width * width * 5
+    return flops / seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    epochs = 100 if args.quick else 400
+    cfg = dataclasses.replace(Config(), tol=0.0)  # no early stop: every model trains every step
+    n_models = len(cfg.runs())
+    steps = n_models * epochs
+    print(f"devices: {jax.devices()}  mesh: {model_mesh().size}")
+    grid = time_grid(cfg, epochs, "pad")
+    group = time_grid(cfg, epochs, "group")
+    loop = time_loop(cfg, epochs)
+    print(f"default grid: {n_models} models x {epochs} epochs (depths {cfg.depths}, width "
+          f"{cfg.width})")
+    print(f"  vmapped, pad-and-mask : {steps / grid:10.0f} model-steps/s")
+    print(f"  vmapped, group-by-depth: {steps / group:10.0f} model-steps/s")
+    print(f"  one at a time (jit/step): {steps / loop:9.0f} model-steps/s")
+    print(f"  ratio grid/loop = {loop / grid:.1f}x (target >= 2x); pad/group = "
+          f"{group / grid:.2f}x")
+    peak = matmul_peak()
+    achieved = training_flops(1024, 5 if args.quick else 20)
+    print(f"width 1024: {achieved / 1e9:.1f} GFLOP/s of a measured {peak / 1e9:.1f} GFLOP/s "
+          f"float32 matmul peak = {100 * achieved / peak:.0f}% (target > 60%)")
+    print(f"(numpy {np.__version__}, jax {jax.__version__})")
+
+
+if __name__ == "__main__":
+    main()
