@@ -3,14 +3,15 @@
 One model = one ``TrainState``; a sweep stacks states on a leading model axis and ``jax.vmap``s
 ``init``/``run``/``measure`` (see ``pnc_jax.sweep``). The epoch loop is a ``lax.scan``.
 
-Depths share one compiled program by pad-and-mask: every model is a ``Network`` of L_max weight
-matrices whose hidden layers l >= depth are the identity (``models.Network``), so a padded model
-computes (and trains) exactly the unpadded one. Why pad rather than group by depth: measured by
-``benchmarks/bench_train.py`` on the default grid (depths 2..8 x 5 seeds, width 50), one padded
-program is faster than seven grouped ones on CPU as well (the per-step cost of tiny models is
-overhead, not FLOPs), compiles once, and on accelerators fills the device with all 35 models.
-Grouping wastes no FLOPs, so it wins when width is large and depths differ a lot:
-``sweep.run_sweep(..., depth_strategy="group")`` trains one program per depth.
+Depths: two strategies, both exact (``sweep.depth_groups``). Pad-and-mask: every model is a
+``Network`` of L_max weight matrices whose hidden layers l >= depth are the identity, so one
+program trains all depths (a padded model computes and trains exactly the unpadded one). Group:
+one program per depth, vmapped over seeds. Chosen by measurement (``benchmarks/bench_train.py``,
+default grid, depths 2..8 x 5 seeds, width 50, 2-core CPU): grouping is ~2x faster than padding
+on CPU, where a tiny model's step is already matmul-bound (2.5 us per 30x50x50 matmul whether
+batched or not) and padding adds 60% FLOPs (56 vs 35 layer-steps) plus the masks. On
+accelerators the per-model cost is launch overhead instead, and one padded program keeps all
+35 models on the device at once; ``"auto"`` therefore groups on CPU and pads elsewhere.
 
 Stopping: a model whose full-batch loss falls below ``cfg.tol`` (or turns NaN/inf) stops updating
 (status CONVERGED / DIVERGED); the scan keeps running for the others, so stopped models cost
