@@ -85,7 +85,7 @@ class Config:
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
         for name in ("momentum", "weight_decay", "perturbation", "tol", "batch_size"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # also rejects NaN
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.final_lr_factor <= 1:
             raise ValueError(f"final_lr_factor must be in (0, 1], got {self.final_lr_factor}")

@@ -87,6 +87,9 @@ class Network(nnx.Module):
                           rngs=rngs)
             for _ in range(n_norms)
         ])
+        for norm in self.norms:  # flax keeps running stats in float32 whatever param_dtype is
+            norm.mean = nnx.BatchStat(jnp.zeros(width, dtype))
+            norm.var = nnx.BatchStat(jnp.ones(width, dtype))
 
     def __call__(self, x_NxD, depth=None, train: bool = False):
         """Returns ``(logits_NxK, [h_0, ..., h_{L-1}])``; BatchNorm uses batch stats if train."""
@@ -107,6 +110,5 @@ class Network(nnx.Module):
 
 def weight_matrices(params: nnx.State, depth: int) -> list[jax.Array]:
     """The paper's W_1..W_L (out x in) of one model's params (a padded model keeps its first L)."""
-    layers = params["layers"]
-    hidden = [layers[i]["kernel"][...].T for i in range(depth - 1)]
+    hidden = [params["layers"][i]["kernel"][...].T for i in range(depth - 1)]
     return hidden + [params["classifier"]["kernel"][...].T]

@@ -9,7 +9,7 @@ from pnc_jax.config import Config
 def epoch_lr(cfg: Config, epoch):
     """lr at ``epoch``; cosine is PyTorch's CosineAnnealingLR(T_max=epochs, eta_min=lr*factor)."""
     if cfg.schedule == "constant":
-        return jnp.asarray(cfg.lr, jnp.float32) + 0.0 * epoch
+        return cfg.lr + 0.0 * epoch  # optax casts to the parameters' dtype
     eta_min = cfg.lr * cfg.final_lr_factor
     return eta_min + (cfg.lr - eta_min) * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / cfg.epochs))
 

@@ -93,7 +93,8 @@ def make_trainer(cfg: Config, input_dim: int, num_samples: int, max_depth: int |
     full_batch = n_steps == 1
 
     def apply(params, stats, x_NxD, depth, train=False):
-        model = nnx.merge(graphdef, params, stats)
+        # copy: fresh Variables in this trace (BatchNorm writes its running stats into them)
+        model = nnx.merge(graphdef, params, stats, copy=True)
         logits, features = model(x_NxD, depth=depth if max_depth > 1 else None, train=train)
         return logits, features, nnx.state(model, nnx.BatchStat)
 

@@ -80,12 +80,6 @@ def test_validate_accepts_edge_values(changes):
     assert cfg.validate() is cfg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: config.validate checks momentum/weight_decay/tol/perturbation with "
-    "'value < 0', which NaN passes; NaN tol never stops training and NaN momentum poisons "
-    "every update. Use 'not value >= 0' (or math.isfinite) instead",
-)
 @pytest.mark.parametrize("name", ["momentum", "weight_decay", "tol", "perturbation"])
 def test_validate_rejects_nan(name):
     with pytest.raises(ValueError, match=name):

@@ -151,12 +151,6 @@ def test_depth_one_network_is_a_single_classifier():
     np.testing.assert_allclose(np.asarray(logits), x @ w.T, rtol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=KeyError,
-    reason="library bug: models.weight_matrices reads params['layers'] before the loop; a "
-    "depth-1 Network has no 'layers' entry in its State, so it raises KeyError instead of "
-    "returning [W_1]",
-)
 def test_weight_matrices_of_depth_one():
     net = _net(1)
     ws = weight_matrices(nnx.state(net, nnx.Param), 1)
@@ -225,13 +219,6 @@ def test_batchnorm_train_mode_normalises_with_batch_statistics():
     np.testing.assert_allclose(net.norms[0].mean[...], 0.1 * z.mean(0), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=FutureWarning,
-    reason="library bug: models.Network builds nnx.BatchNorm, whose running mean/var flax "
-    "always creates in float32; a float64 mlp/hybrid in train mode writes float64 stats into "
-    "them (JAX FutureWarning 'scatter inputs have incompatible types', an error in future JAX) "
-    "and eval mode normalises with float32-rounded stats",
-)
 def test_float64_batchnorm_keeps_float64_stats():
     net = _net(3, kind="mlp", batch_norm=True, dtype=jnp.float64)
     net(jnp.asarray(_x(n=30)), train=True)

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.errors import TraceContextError
 
 import theory
 from pnc_jax import fits, metrics
@@ -169,12 +168,6 @@ def test_first_momentum_step_is_the_plain_gradient_step():
         np.testing.assert_allclose(got[k], _P0[k] - 0.1 * g[k], rtol=1e-14)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: optim.epoch_lr's constant schedule returns jnp.asarray(cfg.lr, "
-    "jnp.float32), so a float64 run steps with lr rounded to float32 (0.1 -> 0.10000000149, "
-    "relative error 1.5e-8) while the cosine schedule is exact",
-)
 def test_constant_schedule_is_exact_in_float64():
     cfg = Config(lr=0.1, momentum=0.9, weight_decay=0.01, schedule="constant", epochs=4)
     ref = _torch_sgd(_P0, _quadratic_grad_np, [0.1] * 12, 0.9, 0.01)
@@ -333,14 +326,6 @@ def test_padded_depth_trains_like_unpadded(kind, dtype, depth):
     np.testing.assert_allclose(batch_losses[i], losses, **tol)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=TraceContextError,
-    reason="library bug: train.make_trainer's apply does nnx.merge(graphdef, params, stats) "
-    "inside jax.value_and_grad; merge reuses the BatchStat Variable objects of the outer trace "
-    "and BatchNorm's running-stat update raises flax TraceContextError ('Cannot mutate "
-    "BatchStat from a different trace level'): no mlp/hybrid with batch_norm=True can train. "
-    "nnx.merge(..., copy=True) fixes it",
-)
 @pytest.mark.parametrize("kind", ["mlp", "hybrid"])
 def test_mlp_with_batchnorm_trains(kind):
     cfg = dataclasses.replace(SMALL, model=kind, num_nonlinear=1, batch_norm=True,
