@@ -2,9 +2,10 @@
 
     python -m experiments.sweep_depth                      # Figure-4 setting, depths 2..8, 5 seeds
     python -m experiments.sweep_depth --depths 4,6 --seeds 10 --workdir runs/mine
-    python -m experiments.sweep_depth --dataset mnist10k --init default --model mlp \\
-        --depths 5,7,9 --width 256 --loss-scale 1 --lr 0.01 --momentum 0.9 --batch-size 128 \\
-        --epochs 30 --samples-per-class 500     # real data, default init (issue: L = 5, 7, 9)
+    python -m experiments.sweep_depth --dataset mnist10k --num-classes 10 \\
+        --samples-per-class 500 --init default --model mlp --depths 5,7,9 --seeds 3 --width 256 \\
+        --loss-scale 1 --lr 0.01 --momentum 0.9 --weight-decay 1e-4 --batch-size 128 \\
+        --epochs 30 --final-lr-factor 0.01 --chunk-epochs 5 --workdir runs/mnist_default_init
 
 Default (science.md, "Figure 4 setting"): n=10 per class, d=width=50, K=3, xi=0.3, alpha=100,
 full-batch SGD lr 0.1, cosine to lr/10 over 5000 epochs, stop at loss < 1e-11. Expected: every
@@ -12,6 +13,11 @@ depth 3..8 converges and C_l falls geometrically (fit R^2 > 0.9999); at L=6 the 
 0.283 +- 0.001 over seeds vs the theory's rho = 0.2846 (exact finite-data prediction 0.288).
 Depth 2 diverges at lr 0.1 (its initial output alpha xi^2 |x| = 9 is far from the targets) and is
 reported as "diverged". About 25 s on a 2-core CPU, compilation included.
+
+Real data, default init (the paper's "default init, L = 5, 7, 9" figure; any --dataset): the
+command above (5,000 digits, MLP with BatchNorm) takes 90 s on a 2-core CPU and measured: train
+accuracy 99.97%, C_l ratio 0.75 / 0.74 / 0.77 per layer (R^2 0.99) and D_l slope +0.077 / +0.078
+/ +0.067 (R^2 0.95-0.98) at L = 5 / 7 / 9, C_1 ~ 2.0.
 
 Writes to --workdir: config.json, metrics.jsonl, results.json, summary.md, compression.png,
 discrimination.png, checkpoints/ (``pnc_jax.sweep.load_run(workdir, depth, seed)`` restores one
@@ -69,11 +75,13 @@ def _mean_std(values) -> str:
 def summary_markdown(cfg: Config, runs: list[dict]) -> str:
     lines = [
         "# Depth sweep", "",
-        f"model {cfg.model}, width {cfg.width}, xi {cfg.init_scale}, alpha {cfg.loss_scale}, "
-        f"lr {cfg.lr}, dataset {cfg.dataset}; mean +- std over seeds; fits over l = 1..L-1.", "",
-        "| L | ok/runs | C ratio (fit) | C fit R^2 | theory rho | theory exact | "
+        f"model {cfg.model}, width {cfg.width}, init {cfg.init}"
+        + (f" (xi {cfg.init_scale})" if cfg.init == "orthogonal" else "")
+        + f", loss {cfg.loss} (alpha {cfg.loss_scale}), lr {cfg.lr}, dataset {cfg.dataset}; "
+        "mean +- std over seeds; fits over l = 1..L-1.", "",
+        "| L | ok/runs | train acc | C ratio (fit) | C fit R^2 | theory rho | theory exact | "
         "D slope (fit) | D fit R^2 |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for depth in cfg.depths:
         rs = [r for r in runs if r["depth"] == depth]
@@ -82,7 +90,8 @@ def summary_markdown(cfg: Config, runs: list[dict]) -> str:
         df = [r["discrimination_fit"] for r in ok if r["discrimination_fit"]]
         th = rs[0].get("theory") or {}
         lines.append(
-            f"| {depth} | {len(ok)}/{len(rs)} | {_mean_std([f['ratio'] for f in cf])} | "
+            f"| {depth} | {len(ok)}/{len(rs)} | {_mean_std([r['train_accuracy'] for r in ok])} | "
+            f"{_mean_std([f['ratio'] for f in cf])} | "
             f"{_mean_std([f['r2'] for f in cf])} | "
             f"{th.get('ratio', float('nan')):.4f} | "
             f"{th['fitted_ratio'] if th.get('fitted_ratio') else float('nan'):.4f} | "
