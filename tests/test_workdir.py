@@ -2,6 +2,7 @@
 checkpoint round trip."""
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -159,3 +160,13 @@ def test_checkpoint_save_overwrites_and_missing_path_raises(tmp_path):
     np.testing.assert_array_equal(got["a"], [1.0, 2.0, 3.0])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         checkpoint.restore(tmp_path / "nothing", {"a": np.zeros(3)})
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    """mkstemp creates 0600 files; a results.json must be readable like any other file."""
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
