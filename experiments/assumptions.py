@@ -47,7 +47,6 @@ checkpoints for --resume).
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 
@@ -60,7 +59,7 @@ from pnc_jax.config import Config
 from pnc_jax.data import dataset_for
 from pnc_jax.models import weight_matrices
 from pnc_jax.plots.theory import assumptions_figure
-from pnc_jax.sweep import resolve_strategy, run_sweep
+from pnc_jax.sweep import run_sweep
 from pnc_jax.workdir import Workdir
 from theory import check_assumptions
 
@@ -233,13 +232,7 @@ def main(argv=None) -> list[dict]:
     x, y = np.asarray(data.x_train, np.float64), np.asarray(data.y_train)
     grid = {"depths": list(cfg.depths), "width": cfg.width, "widths": list(widths),
             "width_depth": width_depth}
-    if args.resume and workdir.file("config.json").exists():
-        saved = workdir.read_json("config.json")
-        if (saved.get("config"), saved.get("grid")) != json.loads(json.dumps((cfg.to_json(),
-                                                                                 grid))):
-            cli.fail(f"--resume: {workdir.path} was run with another config; see its config.json")
-    workdir.write_config(cfg.to_json(), grid=grid,
-                         depth_strategy=resolve_strategy(args.depth_strategy))
+    cli.record_config(workdir, args, cfg.to_json(), grid=grid)
 
     start = time.time()
     entries = train(cfg, x, y, args, workdir, f"depth_w{cfg.width}", "depth")

@@ -73,7 +73,7 @@ from pnc_jax import cli, features, fits, probe
 from pnc_jax.config import Config
 from pnc_jax.data import dataset_for
 from pnc_jax.plots.nonlinear import draw_all
-from pnc_jax.sweep import resolve_strategy, run_sweep
+from pnc_jax.sweep import run_sweep
 from pnc_jax.train import make_trainer
 from pnc_jax.workdir import Workdir
 
@@ -331,11 +331,8 @@ def main(argv=None) -> dict:
         "embed_per_class": args.embed_per_class,
     }
     configs = {kind: c.to_json() for kind, c in kinds.items()}
-    if args.resume and workdir.file("config.json").exists():
-        if workdir.read_json("config.json")["config"] != json.loads(json.dumps(configs)):
-            cli.fail(f"--resume: {workdir.path} was run with another config; see its config.json")
-    workdir.write_config(
-        configs, settings=settings, depth_strategy=resolve_strategy(args.depth_strategy),
+    cli.record_config(
+        workdir, args, configs, settings=settings,
         data={"name": data.name, "input_dim": int(data.x_train.shape[1]),
               "num_samples": int(data.x_train.shape[0]), "num_test": int(data.x_test.shape[0])},
     )

@@ -24,7 +24,6 @@ discrimination.png, checkpoints/ (``pnc_jax.sweep.load_run(workdir, depth, seed)
 trained network).
 """
 
-import json
 import sys
 
 import numpy as np
@@ -33,7 +32,7 @@ from pnc_jax import cli
 from pnc_jax.config import Config
 from pnc_jax.data import dataset_for
 from pnc_jax.plots.sweep import compression_figure, discrimination_figure
-from pnc_jax.sweep import resolve_strategy, run_sweep
+from pnc_jax.sweep import run_sweep
 
 DEFAULTS = Config()
 
@@ -110,13 +109,9 @@ def main(argv=None) -> list[dict]:
         data = dataset_for(cfg)
     except (FileNotFoundError, ValueError) as e:
         cli.fail(str(e))
-    if args.resume and workdir.file("config.json").exists():
-        saved = workdir.read_json("config.json")["config"]
-        if saved != json.loads(json.dumps(cfg.to_json())):
-            cli.fail(f"--resume: {workdir.path} was run with another config; see its config.json")
     x, y = data.x_train, data.y_train
-    workdir.write_config(
-        cfg.to_json(), depth_strategy=resolve_strategy(args.depth_strategy),
+    cli.record_config(
+        workdir, args, cfg.to_json(),
         data={"name": data.name, "input_dim": int(x.shape[1]), "num_samples": int(x.shape[0])},
     )
     runs, _ = run_sweep(cfg, x, y, workdir, resume=args.resume,

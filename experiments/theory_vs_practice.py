@@ -40,7 +40,6 @@ otherwise skipped with a note in the point; rho then uses the data's samples per
 """
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -52,7 +51,7 @@ from pnc_jax import cli, fits, metrics
 from pnc_jax.config import Config
 from pnc_jax.data import dataset_for
 from pnc_jax.plots.theory import theory_vs_practice_figure
-from pnc_jax.sweep import resolve_strategy, run_sweep
+from pnc_jax.sweep import run_sweep
 from pnc_jax.workdir import Workdir
 from theory import layer_features, min_norm_balanced, predict_rates
 
@@ -330,13 +329,7 @@ def main(argv=None) -> list[dict]:
         cli.fail(str(e))
     grid = {"settings": [list(s) for s in settings], "depths": list(cfg.depths),
             "seeds": list(cfg.seeds)}
-    if args.resume and workdir.file("config.json").exists():
-        saved = workdir.read_json("config.json")
-        if (saved.get("config"), saved.get("grid")) != json.loads(json.dumps((cfg.to_json(),
-                                                                                 grid))):
-            cli.fail(f"--resume: {workdir.path} was run with another config; see its config.json")
-    workdir.write_config(cfg.to_json(), grid=grid,
-                         depth_strategy=resolve_strategy(args.depth_strategy))
+    cli.record_config(workdir, args, cfg.to_json(), grid=grid)
 
     start = time.time()
     points = []

@@ -5,11 +5,13 @@ Bad flag values exit with one line on stderr and status 2, before anything compi
 
 import argparse
 import dataclasses
+import json
 import sys
 
 import jax
 
 from pnc_jax.config import Config, add_config_flags, config_from_args
+from pnc_jax.sweep import resolve_strategy
 from pnc_jax.workdir import Workdir
 
 
@@ -52,3 +54,14 @@ def parse(parser: argparse.ArgumentParser, defaults: Config, argv=None, **overri
         jax.distributed.initialize()
     jax.config.update("jax_enable_x64", True)  # metrics are float64; models keep cfg.dtype
     return cfg, args, workdir
+
+
+def record_config(workdir: Workdir, args, config, **extra) -> None:
+    """Write config.json (+ the resolved depth strategy); with --resume, refuse (exit 2) a work
+    directory that ran another config or grid."""
+    if args.resume and workdir.file("config.json").exists():
+        saved = workdir.read_json("config.json")
+        now = json.loads(json.dumps({"config": config, "grid": extra.get("grid")}))
+        if {"config": saved.get("config"), "grid": saved.get("grid")} != now:
+            fail(f"--resume: {workdir.path} was run with another config; see its config.json")
+    workdir.write_config(config, depth_strategy=resolve_strategy(args.depth_strategy), **extra)
