@@ -18,17 +18,30 @@ def _by_depth(runs: list[dict]) -> dict[int, list[dict]]:
     return dict(sorted(groups.items()))
 
 
-def _colours(depths):
+def _start(runs: list[dict]):
+    """(converged runs by depth, a colour per depth, fig, ax)."""
+    groups = _by_depth(runs)
     cmap = plt.get_cmap("viridis")
-    return {d: cmap(i / max(len(depths) - 1, 1)) for i, d in enumerate(depths)}
+    colours = {d: cmap(i / max(len(groups) - 1, 1)) for i, d in enumerate(groups)}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=130)
+    return groups, colours, fig, ax
+
+
+def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def compression_figure(runs: list[dict], path: str | Path) -> None:
     """log C_l vs l: seeds faint, their geometric mean as dots, the mean fitted ratio solid, one
     colour per depth; the exact theory (where it applies) dotted black."""
-    groups = _by_depth(runs)
-    colours = _colours(list(groups))
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=130)
+    groups, colours, fig, ax = _start(runs)
     for depth, rs in groups.items():
         c = np.array([r["compression"] for r in rs], dtype=float)
         l = np.arange(depth)
@@ -46,21 +59,14 @@ def compression_figure(runs: list[dict], path: str | Path) -> None:
             ax.plot(l, theory["compression"], ":", color="k", lw=1.0,
                     label="theory (exact)" if depth == max(groups) else None)
     ax.set_yscale("log")
-    ax.set_xlabel("layer l (0 = input)")
-    ax.set_ylabel(r"compression $C_l = \mathrm{Tr}\,\Sigma_W / \mathrm{Tr}\,\Sigma_B$")
-    ax.set_title("Within-class compression decays geometrically")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, "layer l (0 = input)",
+            r"compression $C_l = \mathrm{Tr}\,\Sigma_W / \mathrm{Tr}\,\Sigma_B$",
+            "Within-class compression per layer, geometric fits")
 
 
 def discrimination_figure(runs: list[dict], path: str | Path) -> None:
     """D_l vs l (l >= 1): seed means, their linear fit (solid), the theory (dotted)."""
-    groups = _by_depth(runs)
-    colours = _colours(list(groups))
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=130)
+    groups, colours, fig, ax = _start(runs)
     for depth, rs in groups.items():
         d = np.array([r["discrimination"] for r in rs], dtype=float)
         l = np.arange(depth)
@@ -74,11 +80,5 @@ def discrimination_figure(runs: list[dict], path: str | Path) -> None:
         theory = rs[0].get("theory")
         if theory and theory.get("discrimination"):
             ax.plot(l[1:], theory["discrimination"][1:], ":", color=colours[depth], lw=1.0)
-    ax.set_xlabel("layer l")
-    ax.set_ylabel(r"discrimination $D_l$ (1 - max cos of class means)")
-    ax.set_title("Between-class discrimination per layer, linear fits")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, "layer l", r"discrimination $D_l$ (1 - max cos of class means)",
+            "Between-class discrimination per layer, linear fits")
