@@ -60,7 +60,7 @@ from pnc_jax.data import dataset_for
 from pnc_jax.models import weight_matrices
 from pnc_jax.plots.theory import assumptions_figure
 from pnc_jax.sweep import run_sweep
-from pnc_jax.workdir import Workdir
+from pnc_jax.workdir import Workdir, json_float
 from theory import check_assumptions
 
 DEFAULTS = Config(
@@ -100,10 +100,6 @@ def build_parser():
     return parser
 
 
-def _finite(value):
-    return float(value) if value is not None and np.isfinite(value) else None
-
-
 def assumption_records(cfg: Config, records, states, x, y, sweep: str) -> list[dict]:
     """One entry per trained net: its run record's training outcome and its assumption metrics."""
     runs = cfg.runs()
@@ -126,18 +122,18 @@ def assumption_records(cfg: Config, records, states, x, y, sweep: str) -> list[d
                 out.append(entry)
                 continue
             entry.update({
-                "min_norm_residual": _finite(rep.min_norm_residual),
-                "min_norm_relative": _finite(rep.min_norm_relative),
-                "balancedness": [_finite(v) for v in rep.balancedness],
-                "balancedness_normalized": [_finite(v) for v in rep.balancedness_normalized],
-                "balancedness_mean": _finite(rep.balancedness_mean),
-                "balancedness_hidden_max": _finite(rep.balancedness_hidden_max),
-                "middle_singular_variance": _finite(rep.middle_singular_variance),
+                "min_norm_residual": json_float(rep.min_norm_residual),
+                "min_norm_relative": json_float(rep.min_norm_relative),
+                "balancedness": [json_float(v) for v in rep.balancedness],
+                "balancedness_normalized": [json_float(v) for v in rep.balancedness_normalized],
+                "balancedness_mean": json_float(rep.balancedness_mean),
+                "balancedness_hidden_max": json_float(rep.balancedness_hidden_max),
+                "middle_singular_variance": json_float(rep.middle_singular_variance),
                 "middle_singular_range": [
                     [float(s.min()), float(s.max())] if s.size else None
                     for s in rep.middle_singular_values
                 ],
-                "orthonormality": _finite(rep.orthonormality),
+                "orthonormality": json_float(rep.orthonormality),
             })
             out.append(entry)
     return out

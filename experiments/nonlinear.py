@@ -164,19 +164,6 @@ def _network_accuracy(trainer, state, x, y, batch: int) -> np.ndarray:
     return total / len(x)
 
 
-def _fit(values, kind: str, start: int) -> dict | None:
-    values = np.asarray(values, np.float64)
-    if len(values) - start < 2 or not np.all(np.isfinite(values[start:])):
-        return None
-    if kind == "geometric":
-        if np.any(values[start:] <= 0):
-            return None
-        f = fits.geometric_fit(values, start=start)
-        return {"ratio": float(f["ratio"]), "r2": float(f["r2"]), "start": start}
-    f = fits.linear_fit(values, start=start)
-    return {"slope": float(f["slope"]), "r2": float(f["r2"]), "start": start}
-
-
 def _pca2(h_NxM: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """Top-2 principal coordinates (float64) and their explained-variance fractions."""
     hc = np.asarray(h_NxM, np.float64)
@@ -231,10 +218,10 @@ def measure_kind(cfg: Config, data, states, args) -> list[dict]:
         rec["probe_test_accuracy"] = probes["test_accuracy"][i * depth:(i + 1) * depth].tolist()
         rec["test_accuracy"] = None if test_acc is None else float(test_acc[i])
         rec["fits"] = {
-            "compression_deep": _fit(rec["compression"], "geometric", start),
-            "discrimination_deep": _fit(rec["discrimination"], "linear", start),
-            "compression_all": _fit(rec["compression"], "geometric", 1),
-            "discrimination_all": _fit(rec["discrimination"], "linear", 1),
+            "compression_deep": fits.fit_record(rec["compression"], "geometric", start),
+            "discrimination_deep": fits.fit_record(rec["discrimination"], "linear", start),
+            "compression_all": fits.fit_record(rec["compression"], "geometric", 1),
+            "discrimination_all": fits.fit_record(rec["discrimination"], "linear", 1),
         }
         rec["embedding"] = _embedding(trainer, one[i], x, y, k, args.embed_per_class, layers,
                                       args.feature_batch, args.bn_train)

@@ -52,7 +52,7 @@ from pnc_jax.config import Config
 from pnc_jax.data import dataset_for
 from pnc_jax.plots.theory import theory_vs_practice_figure
 from pnc_jax.sweep import run_sweep
-from pnc_jax.workdir import Workdir
+from pnc_jax.workdir import Workdir, json_float
 from theory import layer_features, min_norm_balanced, predict_rates
 
 DEFAULTS = Config(depths=(4, 5, 6, 7, 8))
@@ -110,10 +110,6 @@ def _rel(measured, reference):
     return float(measured / reference - 1.0)
 
 
-def _finite(value):
-    return float(value) if value is not None and np.isfinite(value) else None
-
-
 def theory_point(x_NxD, labels_N, num_classes: int, depth: int, width: int, xi: float,
                  alpha: float) -> dict:
     """rho, the finite-data prediction and the closed-form net's measured profile (float64)."""
@@ -130,7 +126,7 @@ def theory_point(x_NxD, labels_N, num_classes: int, depth: int, width: int, xi: 
     except ValueError as e:
         out["notes"].append(f"finite-data theory skipped: {e}")
         return out
-    out["predicted_fitted_ratio"] = _finite(pred.fitted_ratio)
+    out["predicted_fitted_ratio"] = json_float(pred.fitted_ratio)
     out["predicted_compression"] = [float(c) for c in pred.compression]
     weights = min_norm_balanced(x_NxD, labels_N, num_classes, depth, width, xi, alpha)
     feats = layer_features(weights, x_NxD)
@@ -140,8 +136,8 @@ def theory_point(x_NxD, labels_N, num_classes: int, depth: int, width: int, xi: 
         "compression": comp.tolist(),
         "discrimination": [float(metrics.discrimination(h, labels_N, num_classes))
                            for h in feats],
-        "fitted_ratio": _finite(fit["ratio"]) if fit else None,
-        "r2": _finite(fit["r2"]) if fit else None,
+        "fitted_ratio": json_float(fit["ratio"]) if fit else None,
+        "r2": json_float(fit["r2"]) if fit else None,
     }
     if width < x_NxD.shape[1]:
         out["notes"].append(f"width {width} < d {x_NxD.shape[1]}: the exact prediction assumes "

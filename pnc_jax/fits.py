@@ -15,7 +15,7 @@ import numpy as np
 
 F64 = jnp.float64
 
-__all__ = ["geometric_fit", "linear_fit"]
+__all__ = ["fit_record", "geometric_fit", "linear_fit"]
 
 
 def _check(values, start) -> int:
@@ -70,3 +70,18 @@ def geometric_fit(values, start: int = 1) -> dict:
     """Least squares of log(values_l) on l (l >= start): ratio = exp(slope), slope, intercept
     (of the log, at l = 0), r2, pearson_r. Non-positive values give NaN."""
     return _geometric(values, _check(values, start))
+
+
+def fit_record(values, kind: str, start: int = 1) -> dict | None:
+    """JSON-ready fit of a host profile over l = start..L-1: geometric -> {ratio, r2, pearson_r},
+    linear -> {slope, r2, pearson_r}, plus ``start``. None with < 2 points, a non-finite value or
+    (geometric) a value <= 0."""
+    values = np.asarray(values, np.float64)
+    tail = values[start:]
+    if tail.size < 2 or not np.all(np.isfinite(tail)):
+        return None
+    if kind == "geometric" and np.any(tail <= 0):
+        return None
+    fit = geometric_fit(values, start) if kind == "geometric" else linear_fit(values, start)
+    first = "ratio" if kind == "geometric" else "slope"
+    return {**{k: float(fit[k]) for k in (first, "r2", "pearson_r")}, "start": start}

@@ -17,7 +17,7 @@ from pnc_jax.config import Config
 from pnc_jax.progress import Progress
 from pnc_jax.sharding import model_mesh, pad_models, replicate, shard_models
 from pnc_jax.train import DIVERGED, RUNNING, STATUS_NAMES, dtype_of, make_trainer
-from pnc_jax.workdir import Workdir
+from pnc_jax.workdir import Workdir, json_float
 
 CHECKPOINT_SECONDS = 30.0
 
@@ -49,28 +49,6 @@ def check_data(cfg: Config, x_NxD, labels_N) -> None:
     metrics.check_inputs(x_NxD, np.asarray(labels_N), cfg.num_classes)
 
 
-def _none_if_nan(values):
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 0:
-        return float(arr) if np.isfinite(arr) else None
-    return [float(v) if np.isfinite(v) else None for v in arr]
-
-
-def _fit_record(values: np.ndarray, kind: str) -> dict | None:
-    """Geometric (ratio) or linear (slope) fit over l = 1..L-1; None if < 2 points or non-finite."""
-    if len(values) < 3 or not np.all(np.isfinite(values[1:])):
-        return None
-    if kind == "geometric":
-        if np.any(values[1:] <= 0):
-            return None
-        fit = fits.geometric_fit(values, start=1)
-        keys = ("ratio", "r2", "pearson_r")
-    else:
-        fit = fits.linear_fit(values, start=1)
-        keys = ("slope", "r2", "pearson_r")
-    return {k: float(fit[k]) for k in keys}
-
-
 def run_records(cfg: Config, runs, state, measured) -> list[dict]:
     """results.json entries: index l of each per-layer list is the output of layer l (0: input)."""
     status = np.asarray(state.status)
@@ -84,12 +62,12 @@ def run_records(cfg: Config, runs, state, measured) -> list[dict]:
             "status": "diverged" if diverged else STATUS_NAMES[int(status[i])],
             "converged": bool(status[i] != RUNNING and not diverged),
             "epochs_trained": int(state.epoch[i]),
-            "final_loss": _none_if_nan(measured["loss"][i]),
-            "train_accuracy": _none_if_nan(measured["accuracy"][i]),
+            "final_loss": json_float(measured["loss"][i]),
+            "train_accuracy": json_float(measured["accuracy"][i]),
         }
-        rec.update({k: _none_if_nan(v) for k, v in per_layer.items()})
-        fit_c = _fit_record(per_layer["compression"], "geometric")
-        fit_d = _fit_record(per_layer["discrimination"], "linear")
+        rec.update({k: json_float(v) for k, v in per_layer.items()})
+        fit_c = fits.fit_record(per_layer["compression"], "geometric")
+        fit_d = fits.fit_record(per_layer["discrimination"], "linear")
         rec["compression_fit"] = None if diverged else fit_c
         rec["discrimination_fit"] = None if diverged else fit_d
         out.append(rec)
@@ -167,7 +145,7 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
 def _scatter(values, columns, total):
     out = [None] * total
     for c, v in zip(columns, values, strict=True):
-        out[c] = float(v) if np.isfinite(v) else None
+        out[c] = json_float(v)
     return out
 
 

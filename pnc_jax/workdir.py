@@ -18,6 +18,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy", "matplotlib")
 
 
@@ -42,6 +44,16 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty.strip() else "")
+
+
+def json_float(value):
+    """A float for JSON: None for None, NaN or inf; sequences element by element."""
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim:
+        return [json_float(v) for v in arr]
+    return float(arr) if np.isfinite(arr) else None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -61,3 +61,24 @@ def test_fits_bad_input():
         linear_fit(np.ones(5), start=-1)
     with pytest.raises(ValueError, match="1.5"):
         linear_fit(np.ones(5), start=1.5)
+
+
+def test_fit_record_reports_the_fit_and_refuses_what_cannot_be_fitted():
+    from pnc_jax.fits import fit_record
+
+    c = 12.0 * 0.3 ** np.arange(6)
+    rec = fit_record(c, "geometric", start=2)
+    assert rec["start"] == 2 and abs(rec["ratio"] - 0.3) < 1e-12 and rec["r2"] > 1 - 1e-12
+    line = fit_record(0.5 + 0.1 * np.arange(5), "linear")
+    assert abs(line["slope"] - 0.1) < 1e-12 and set(line) == {"slope", "r2", "pearson_r", "start"}
+    assert fit_record([1.0, 0.5], "geometric") is None  # one point after start
+    assert fit_record([1.0, 0.5, np.nan, 0.1], "geometric") is None
+    assert fit_record([1.0, 0.5, -0.1, 0.1], "geometric") is None  # log of a negative value
+    assert fit_record([1.0, 0.5, -0.1, 0.1], "linear") is not None
+
+
+def test_json_float_maps_non_finite_to_none():
+    from pnc_jax.workdir import json_float
+
+    assert json_float(None) is None and json_float(np.float32(2.5)) == 2.5
+    assert json_float([1.0, np.inf, np.nan]) == [1.0, None, None]
