@@ -29,9 +29,14 @@ def pad_models(values: np.ndarray, mesh: Mesh) -> np.ndarray:
     return np.concatenate([values, np.repeat(values[-1:], extra, axis=0)]) if extra else values
 
 
+def model_sharding(mesh: Mesh) -> NamedSharding:
+    """Axis 0 (the model axis) split across the mesh."""
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
 def shard_models(tree, mesh: Mesh):
     """Put every leaf's axis 0 (the model axis) across the mesh."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
+    return jax.device_put(tree, model_sharding(mesh))
 
 
 def replicate(tree, mesh: Mesh):

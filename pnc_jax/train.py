@@ -6,10 +6,11 @@ One model = one ``TrainState``; a sweep stacks states on a leading model axis an
 Depths: two strategies, both exact (``sweep.depth_groups``). Pad-and-mask: every model is a
 ``Network`` of L_max weight matrices whose hidden layers l >= depth are the identity, so one
 program trains all depths (a padded model computes and trains exactly the unpadded one). Group:
-one program per depth, vmapped over seeds. Chosen by measurement (``benchmarks/bench_train.py``,
-default grid, depths 2..8 x 5 seeds, width 50, 2-core CPU): grouping is ~2x faster than padding
-on CPU, where a tiny model's step is already matmul-bound (2.5 us per 30x50x50 matmul whether
-batched or not) and padding adds 60% FLOPs (56 vs 35 layer-steps) plus the masks. On
+one program per depth, vmapped over seeds (``sweep.run_sweep`` runs one per CPU core at once).
+Chosen by measurement (``benchmarks/bench_train.py``, default grid, depths 2..8 x 5 seeds, width
+50, 2-core CPU): grouping is 2.5x faster than padding on one thread, as a tiny model's step is
+already matmul-bound (2.5 us per 30x50x50 matmul whether batched or not) and padding adds 60%
+FLOPs (56 vs 35 layer-steps) plus the masks. On
 accelerators the per-model cost is launch overhead instead, and one padded program keeps all
 35 models on the device at once; ``"auto"`` therefore groups on CPU and pads elsewhere.
 

@@ -164,6 +164,51 @@ def test_group_strategy_gives_the_numbers_of_pad(padded_run):
                                    rtol=1e-10)
 
 
+def test_depths_trained_at_once_on_threads_give_the_sequential_numbers(tmp_path):
+    """workers=3 (three depth groups on three host threads) == workers=1: the same records,
+    the same metrics.jsonl rows (possibly interleaved) and the same final checkpoints."""
+    cfg = dataclasses.replace(TINY, depths=(2, 3, 4))
+    x, labels = _data(cfg)
+    out = {}
+    for workers in (1, 3):
+        wd = Workdir(tmp_path / f"w{workers}")
+        out[workers] = run_sweep(cfg, x, labels, wd, progress=False, depth_strategy="group",
+                                 workers=workers), wd
+    (seq, seq_states), seq_wd = out[1]
+    (par, par_states), par_wd = out[3]
+    assert list(par_states) == list(seq_states) == [(2,), (3,), (4,)]
+    assert json.dumps(par) == json.dumps(seq)
+
+    def rows(wd):
+        lines = wd.file("metrics.jsonl").read_text().splitlines()
+        return sorted(lines, key=lambda ln: (json.loads(ln)["group"], json.loads(ln)["epoch"]))
+
+    assert rows(par_wd) == rows(seq_wd)
+    assert len(rows(par_wd)) == 3 * cfg.epochs
+    for gi in range(3):
+        assert (par_wd.checkpoints / f"final_group{gi}").exists()
+
+
+def test_run_all_stops_the_other_workers_when_one_fails():
+    """The failing item's error reaches the caller; the others see ``stop`` and end early."""
+    seen = []
+
+    def work(item, stop):
+        if item == "bad":
+            raise _Interrupt("bad item")
+        for _ in range(500):  # a long job that checks stop between "chunks"
+            if stop.wait(0.01):
+                seen.append(item)
+                return None
+        return item
+
+    with pytest.raises(_Interrupt, match="bad item"):
+        sweep_module.run_all(work, ["long", "bad"], workers=2)
+    assert seen == ["long"]
+    assert sweep_module.run_all(lambda i, stop: i * 2, [1, 2, 3], workers=2) == [2, 4, 6]
+    assert sweep_module.run_all(lambda i, stop: i * 2, [1, 2, 3], workers=1) == [2, 4, 6]
+
+
 def test_depth_groups():
     cfg = dataclasses.replace(TINY, depths=(1, 2, 5))
     assert depth_groups(cfg, "pad") == [(1,), (2, 5)]
