@@ -439,12 +439,21 @@ def nc4(h_NxM, labels_N, num_classes: int, logits_NxK):
 def layerwise(metric_fn: Callable, features: Sequence, labels_N, num_classes: int) -> jax.Array:
     """[metric_fn(h_l, labels, K) for l = 0..L-1] as a float64 array (L,); layer 0 = input.
 
-    Layers may have different widths. ``metric_fn`` must return a scalar.
+    Layers may have different widths. ``metric_fn`` must return a scalar. Consecutive layers of
+    one shape are stacked and ``jax.vmap``ped, so the compiled size does not grow with depth.
     """
     features = list(features)
     if not features:
         raise ValueError("features must hold at least one layer, got 0")
-    return jnp.stack([jnp.asarray(metric_fn(h, labels_N, num_classes), F64) for h in features])
+    out, start = [], 0
+    for end in range(1, len(features) + 1):
+        if end == len(features) or jnp.shape(features[end]) != jnp.shape(features[start]):
+            run_LxNxM = jnp.stack(features[start:end])
+            values = jax.vmap(metric_fn, in_axes=(0, None, None))(run_LxNxM, labels_N,
+                                                                   num_classes)
+            out.append(jnp.asarray(values, F64))
+            start = end
+    return jnp.concatenate(out)
 
 
 def streaming_metrics(batches_fn: Callable[[], Iterable], num_classes: int) -> dict:

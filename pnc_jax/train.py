@@ -155,10 +155,8 @@ def make_trainer(cfg: Config, input_dim: int, num_samples: int, max_depth: int |
     def measure(state, x_NxD, labels_N, bn_train: bool = False):
         logits, features, _ = apply(state.params, state.stats, x_NxD, state.depth, bn_train)
         K = cfg.num_classes
-        per_layer = {
-            name: jnp.stack([fn(h, labels_N, K) for h in features])
-            for name, fn in METRICS.items()
-        }
+        per_layer = {name: metrics.layerwise(fn, features, labels_N, K)
+                     for name, fn in METRICS.items()}
         per_layer["loss"] = loss_of(logits, labels_N, cfg.loss_scale)
         per_layer["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels_N)
         return per_layer

@@ -279,10 +279,12 @@ def test_jit_vmap_over_models_equals_per_model():
 
 
 def test_layerwise_different_widths():
+    """Runs of equal shapes (vmapped together) and single layers give each layer's own value."""
     h, y = _random(15)
-    feats = [h, h[:, :5], np.tanh(h @ np.ones((D, 9)))]
+    h2, _ = _random(16)
+    feats = [h, h2, h[:, :5], np.tanh(h[:, 5:10]), np.tanh(h @ np.ones((D, 9))), h2]
     out = M.layerwise(M.compression, feats, y, K)
-    assert out.shape == (3,)
+    assert out.shape == (6,) and out.dtype == np.float64
     for l, f in enumerate(feats):
         _rel(out[l], bf_compression(f, y, K), 1e-9)
 
