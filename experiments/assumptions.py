@@ -145,7 +145,8 @@ def train(cfg: Config, x, y, args, workdir: Workdir, tag: str, sweep: str) -> li
         sys.stderr.write(f"{tag}: depths {cfg.depths}, width {cfg.width}\n")
     records, states = run_sweep(cfg, x, y, sub, resume=args.resume,
                                 progress=not args.no_progress,
-                                depth_strategy=args.depth_strategy)
+                                depth_strategy=args.depth_strategy,
+                                workers=args.workers or None)
     return assumption_records(cfg, records, states, x, y, sweep)
 
 

@@ -330,7 +330,8 @@ def main(argv=None) -> dict:
         t0 = time.time()
         records, states = run_sweep(kcfg, data.x_train, data.y_train, sub, resume=args.resume,
                                     progress=not args.no_progress,
-                                    depth_strategy=args.depth_strategy)
+                                    depth_strategy=args.depth_strategy,
+                                    workers=args.workers or None)
         t1 = time.time()
         runs = measure_kind(kcfg, data, states, args)
         for rec, trained in zip(runs, records, strict=True):

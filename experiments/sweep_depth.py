@@ -115,7 +115,8 @@ def main(argv=None) -> list[dict]:
         data={"name": data.name, "input_dim": int(x.shape[1]), "num_samples": int(x.shape[0])},
     )
     runs, _ = run_sweep(cfg, x, y, workdir, resume=args.resume,
-                        progress=not args.no_progress, depth_strategy=args.depth_strategy)
+                        progress=not args.no_progress, depth_strategy=args.depth_strategy,
+                        workers=args.workers or None)
     predictions = theory_for(cfg, x, y)
     for r in runs:
         r["theory"] = predictions.get(r["depth"])

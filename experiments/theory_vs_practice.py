@@ -177,7 +177,8 @@ def run_setting(cfg: Config, x, y, args, workdir: Workdir, tag: str) -> list[dic
     """Train one setting's depths x seeds in one sweep; one point per depth."""
     sub = Workdir(workdir.path / "sweeps" / tag, overwrite=not args.resume, resume=args.resume)
     records, _ = run_sweep(cfg, x, y, sub, resume=args.resume, progress=not args.no_progress,
-                           depth_strategy=args.depth_strategy)
+                           depth_strategy=args.depth_strategy,
+                           workers=args.workers or None)
     points = []
     for depth in cfg.depths:
         recs = [r for r in records if r["depth"] == depth]

@@ -30,6 +30,9 @@ def parser_for(description: str, defaults: Config, default_workdir: str) -> argp
     parser.add_argument("--depth-strategy", choices=("auto", "pad", "group"), default="auto",
                         help="pad: all depths in one program; group: one program per depth; "
                              "auto: group on CPU, pad on GPU/TPU (default: auto)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="depth groups trained at once on host threads; 0: one per CPU "
+                             "core on CPU, 1 on GPU/TPU (default: 0)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host runs)")
     add_config_flags(parser, defaults)
@@ -45,6 +48,8 @@ def fail(message: str) -> None:
 def parse(parser: argparse.ArgumentParser, defaults: Config, argv=None, **overrides):
     """-> (validated Config, args, Workdir); exits 2 on any bad value or unwritable workdir."""
     args = parser.parse_args(argv)
+    if args.workers < 0:
+        fail(f"--workers={args.workers} must be >= 0 (0: one per CPU core)")
     try:
         cfg = config_from_args(args, dataclasses.replace(defaults, **overrides))
         workdir = Workdir(args.workdir, overwrite=args.overwrite, resume=args.resume)

@@ -32,7 +32,8 @@ def test_writes_its_files_and_resumes_only_the_same_config(tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--depths", "0,3"], ["--width", "2"], ["--lr", "-1"],
-                                   ["--init-scale", "0"], ["--loss-scale", "-2"]])
+                                   ["--init-scale", "0"], ["--loss-scale", "-2"],
+                                   ["--workers", "-1"]])
 def test_bad_flags_exit_2_before_compiling(tmp_path, flags, capsys):
     with pytest.raises(SystemExit) as e:
         sweep_depth.main(["--workdir", str(tmp_path / "w"), *flags])
