@@ -24,7 +24,7 @@ keeps the paper's data, init, loss and training rule but stops at L = 4: depths 
 ``--depths 2,3,4,5 --width-depth 5``. A depth that stays at the saddle (L >= 6) trains all
 ``--epochs`` (100000, the paper's cap) before it is reported as not converged.
 
-Reproduce (2-core CPU shared with other jobs; measured 262 s wall at load ~1.5-2, 553 s at load
+Reproduce (2-core CPU; measured 245 s wall idle, 262 s at load ~1.5-2, 553 s at load
 ~4-5; 0.8 GB RSS):
 
     python -m experiments.assumptions [--workdir runs/assumptions]

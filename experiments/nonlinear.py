@@ -22,8 +22,8 @@ gradient is ~100x smaller; at lr 1e-3 it does not fit in 60 epochs). Features ar
 BatchNorm in eval mode (running statistics); --bn-train uses per-batch statistics instead
 (batches of --feature-batch consecutive samples of the shuffled set).
 
-Measured (default command, seed 0; 3 min 40 s wall in all, about 55-60 s of training and 50 s of
-measuring per kind, on a 2-core CPU shared with other jobs, load ~5; the measuring is mostly the
+Measured (default command, seed 0; 86 s wall in all on an idle 2-core CPU, 3 min 40 s at load ~5,
+where training took 55-60 s and measuring 50 s per kind; the measuring is mostly the
 probes: 8 layers x 8,000 x 784 padded features, 300 full-batch Adam steps):
 
     l (layer)        0 in   1 ReLU 2 ReLU 3 ReLU 4 lin  5 lin  6 lin  7 lin

@@ -11,8 +11,8 @@ and with the closed-form min-norm balanced net's own measured ratio (``min_norm_
 features -> ``pnc_jax.metrics.compression``; equals ``predicted`` to rounding when width >= d).
 
 Reproduce (6 settings x depths 4..8 x 5 seeds = 30 points, 20 of them with rho <= 0.3; float32
-models, one padded program per setting; measured on a 2-core CPU shared with other jobs: 50 s
-wall at load ~1.5, 84 s at load ~5; 0.6 GB RSS):
+models, one padded program per setting; measured on an idle 2-core CPU: 28 s wall; 84 s on a
+loaded one (load ~5); 0.6 GB RSS):
 
     python -m experiments.theory_vs_practice [--workdir runs/theory_vs_practice]
 
@@ -93,8 +93,8 @@ def _settings(text: str) -> tuple[tuple[float, int, float], ...]:
 def build_parser():
     parser = cli.parser_for(__doc__, DEFAULTS, "runs/theory_vs_practice")
     # Many small settings: one padded program per setting compiles once; "group" (the CPU
-    # default) compiles once per depth. Measured on the default grid, 2 loaded cores: pad 84 s,
-    # group 225 s (compilation dominates; the models are 50 wide).
+    # default) compiles once per depth. Measured on the default grid, 2 idle cores: pad 28 s,
+    # group 40 s (two depths at once; compilation dominates, the models are 50 wide).
     parser.set_defaults(depth_strategy="pad")
     parser.add_argument(
         "--settings", default=None,
