@@ -12,7 +12,7 @@ full-batch SGD lr 0.1, cosine to lr/10 over 5000 epochs, stop at loss < 1e-11. E
 depth 3..8 converges and C_l falls geometrically (fit R^2 > 0.9999); at L=6 the fitted ratio is
 0.283 +- 0.001 over seeds vs the theory's rho = 0.2846 (exact finite-data prediction 0.288).
 Depth 2 diverges at lr 0.1 (its initial output alpha xi^2 |x| = 9 is far from the targets) and is
-reported as "diverged". About 25 s on a 2-core CPU, compilation included.
+reported as "diverged". About 15 s on a 2-core CPU, compilation included.
 
 Real data, default init (the paper's "default init, L = 5, 7, 9" figure; any --dataset): the
 command above (5,000 digits, MLP with BatchNorm) takes 90 s on a 2-core CPU and measured: train
