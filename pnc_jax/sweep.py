@@ -152,12 +152,13 @@ def _prepare(cfg, gi, group, all_runs, x, labels, mesh, workdir, resume) -> _Gro
     # its model axis, as the compiled chunk takes and returns it.
     state = shard_models(jax.vmap(trainer.init)(keys, depths), mesh)
     epoch0 = 0
-    if workdir is not None and resume and (workdir.checkpoints / f"state_group{gi}").exists():
-        saved = checkpoint.restore(workdir.checkpoints / f"state_group{gi}",
-                                   {"state": state, "epoch": 0})
-        state = shard_models(saved["state"], mesh)
-        epoch0 = int(saved["epoch"])
-        workdir.truncate_metrics(epoch0, group=gi)
+    if workdir is not None and resume:
+        if (workdir.checkpoints / f"state_group{gi}").exists():
+            saved = checkpoint.restore(workdir.checkpoints / f"state_group{gi}",
+                                       {"state": state, "epoch": 0})
+            state = shard_models(saved["state"], mesh)
+            epoch0 = int(saved["epoch"])
+        workdir.truncate_metrics(epoch0, group=gi)  # rows logged after the checkpoint
     run_chunk = jax.jit(jax.vmap(lambda s, x, y: trainer.run(s, x, y, cfg.chunk_epochs),
                                  in_axes=(0, None, None)), out_shardings=model_sharding(mesh))
     measure = jax.jit(jax.vmap(trainer.measure, in_axes=(0, None, None)))
@@ -172,7 +173,10 @@ def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, st
     ckpt_path = None if workdir is None else workdir.checkpoints / f"state_group{gi}"
     last_save = time.time()
     while epoch0 < cfg.epochs and bool(np.any(np.asarray(state.status)[:n] == RUNNING)):
-        if stop.is_set():
+        if stop.is_set():  # another group failed or the run was interrupted: keep our epochs
+            if ckpt_path is not None and epoch0 > group.epoch0:
+                with lock:
+                    checkpoint.save(ckpt_path, {"state": state, "epoch": epoch0})
             return None
         state, losses = run_chunk(state, x, labels)
         losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
@@ -199,14 +203,23 @@ def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, st
     return jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(state)), measured
 
 
-def run_all(fn, items, workers: int) -> list:
-    """``[fn(item, stop) for item in items]``, on ``workers`` threads. When one raises (or the
-    main thread is interrupted), ``stop`` is set so the others end at their next chunk."""
-    stop = threading.Event()
+def run_all(fn, items, workers: int, stop: threading.Event | None = None) -> list:
+    """``[fn(item, stop) for item in items]``, on ``workers`` threads. ``stop`` (made here unless
+    given) is set as soon as one call raises or the caller is interrupted, so that the others
+    can end at their next check; the first error is raised again here."""
+    stop = threading.Event() if stop is None else stop
+
+    def guarded(item):
+        try:
+            return fn(item, stop)
+        except BaseException:
+            stop.set()
+            raise
+
     if workers <= 1:
-        return [fn(item, stop) for item in items]
+        return [guarded(item) for item in items]
     with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(fn, item, stop) for item in items]
+        futures = [pool.submit(guarded, item) for item in items]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for f in done:

@@ -3,10 +3,12 @@ weights; pad == group; divergence; a 4-device sharded run == one device; bad dat
 and resume."""
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -340,6 +342,59 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(
     assert [r["epoch"] for r in got] == list(range(TINY.epochs))
     for a, b in zip(full, got, strict=True):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-12)
+
+
+def test_resume_after_one_of_two_threaded_groups_fails(tmp_path, monkeypatch):
+    """Three depth groups on two threads. Group 2 (depth 4) dies after logging epochs 0..19 (and
+    after group 1's first chunk); group 1 (depth 3) is held after its first chunk until the stop
+    signal, checkpoints epoch 10 and returns; group 0 (depth 2) starts after the failure and
+    returns at once. Resuming gives the uninterrupted run's records and metrics.jsonl rows."""
+    cfg = dataclasses.replace(TINY, depths=(2, 3, 4), epochs=40)
+    x, labels = _data(cfg)
+    full, _ = run_sweep(cfg, x, labels, Workdir(tmp_path / "full"), progress=False,
+                        depth_strategy="group", workers=2)
+    stop = threading.Event()  # run_sweep's stop signal, seen by the test
+    run_all = sweep_module.run_all
+    monkeypatch.setattr(sweep_module, "run_all", functools.partial(run_all, stop=stop))
+
+    group1_logged = threading.Event()
+
+    class DyingProgress(Progress):
+        def update(self, epoch, *args, group=0, **kwargs):
+            if group == 1 and epoch == 10:
+                group1_logged.set()
+                assert stop.wait(60), "group 2 never failed"
+            if group == 2 and epoch == 20:
+                assert group1_logged.wait(60), "group 1 never trained"
+                raise _Interrupt
+
+    monkeypatch.setattr(sweep_module, "CHECKPOINT_SECONDS", 1e9)  # saves only on stop and end
+    monkeypatch.setattr(sweep_module, "Progress", DyingProgress)
+    wd = Workdir(tmp_path / "run")
+    with pytest.raises(_Interrupt):
+        run_sweep(cfg, x, labels, wd, progress=False, depth_strategy="group", workers=2)
+
+    def epochs_logged(wd, gi):
+        rows = [json.loads(r) for r in wd.file("metrics.jsonl").read_text().splitlines()]
+        return sorted(r["epoch"] for r in rows if r["group"] == gi)
+
+    assert [epochs_logged(wd, gi) for gi in range(3)] == [[], list(range(10)), list(range(20))]
+    assert sorted(p.name for p in wd.checkpoints.iterdir()) == ["state_group1"]
+    trainer = make_trainer(cfg, cfg.input_dim, 12, max_depth=3)
+    like = jax.eval_shape(jax.vmap(trainer.init), jax.ShapeDtypeStruct((2, 2), np.uint32),
+                          jax.ShapeDtypeStruct((2,), np.int32))
+    saved = checkpoint.restore(wd.checkpoints / "state_group1", {"state": like, "epoch": 0})
+    assert int(saved["epoch"]) == 10 and np.asarray(saved["state"].epoch).tolist() == [10, 10]
+
+    monkeypatch.setattr(sweep_module, "Progress", Progress)
+    monkeypatch.setattr(sweep_module, "run_all", run_all)
+    resumed, _ = run_sweep(cfg, x, labels, Workdir(tmp_path / "run", resume=True), resume=True,
+                           progress=False, depth_strategy="group", workers=2)
+    assert json.dumps(resumed) == json.dumps(full)
+    for gi in range(3):
+        assert epochs_logged(wd, gi) == list(range(cfg.epochs))
+    rows = sorted(wd.file("metrics.jsonl").read_text().splitlines())
+    assert rows == sorted((tmp_path / "full" / "metrics.jsonl").read_text().splitlines())
 
 
 # ----------------------------------------------------------------------------- sharding
