@@ -252,6 +252,9 @@ def load_run(workdir, depth: int, seed: int):
     input_dim, num_samples = saved["data"]["input_dim"], saved["data"]["num_samples"]
     if (depth, seed) not in cfg.runs():
         raise ValueError(f"run (depth={depth}, seed={seed}) is not in {cfg.runs()}")
+    if cfg.dtype == "float64" and jax.dtypes.canonicalize_dtype(jnp.float64) != np.float64:
+        raise ValueError(f"{wd.path} trained in float64: call "
+                         "jax.config.update('jax_enable_x64', True) before load_run")
     groups = depth_groups(cfg, saved["depth_strategy"])
     gi, group = next((i, g) for i, g in enumerate(groups) if depth in g)
     runs = [r for r in cfg.runs() if r[0] in group]
