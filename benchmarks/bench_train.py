@@ -22,7 +22,7 @@ import pnc_jax  # noqa: F401  (sets XLA flags before JAX starts its CPU client)
 from pnc_jax.config import Config
 from pnc_jax.data import nearly_orthonormal
 from pnc_jax.sharding import model_mesh
-from pnc_jax.sweep import default_workers, depth_groups, resolve_strategy, run_all
+from pnc_jax.sweep import default_threads, depth_groups, resolve_strategy, run_all
 from pnc_jax.train import make_trainer
 
 
@@ -112,7 +112,7 @@ def main():
     n_models = len(cfg.runs())
     steps = n_models * epochs
     print(f"devices: {jax.devices()}  mesh: {model_mesh().size}")
-    workers = default_workers(len(depth_groups(cfg, "group")))
+    workers = min(default_threads(), len(depth_groups(cfg, "group")))
     pad = time_grid(cfg, epochs, "pad")
     group1 = time_grid(cfg, epochs, "group")
     group = time_grid(cfg, epochs, "group", workers)

@@ -31,8 +31,9 @@ def parser_for(description: str, defaults: Config, default_workdir: str) -> argp
                         help="pad: all depths in one program; group: one program per depth; "
                              "auto: group on CPU, pad on GPU/TPU (default: auto)")
     parser.add_argument("--workers", type=int, default=0,
-                        help="depth groups trained at once on host threads; 0: one per CPU "
-                             "core on CPU, 1 on GPU/TPU (default: 0)")
+                        help="host threads that train at once (depth groups first, then equal "
+                             "parts of a group's models); 0: one per CPU core on CPU, 1 on "
+                             "GPU/TPU (default: 0)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host runs)")
     add_config_flags(parser, defaults)

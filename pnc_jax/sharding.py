@@ -19,14 +19,21 @@ def model_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), (AXIS,))
 
 
-def padded_count(num_models: int, mesh: Mesh) -> int:
-    """Models are padded (by repeating the last one) to a multiple of the device count."""
-    return math.ceil(num_models / mesh.size) * mesh.size
+def padded_count(num_models: int, mesh: Mesh, parts: int = 1) -> int:
+    """Models are padded (by repeating the last one) to a multiple of the device count times
+    ``parts`` (equal slices trained on separate host threads, see ``sweep``)."""
+    multiple = mesh.size * parts
+    return math.ceil(num_models / multiple) * multiple
 
 
-def pad_models(values: np.ndarray, mesh: Mesh) -> np.ndarray:
-    extra = padded_count(len(values), mesh) - len(values)
-    return np.concatenate([values, np.repeat(values[-1:], extra, axis=0)]) if extra else values
+def pad_models(tree, mesh: Mesh, parts: int = 1):
+    """Every leaf (host arrays, model axis 0) padded to ``padded_count`` models."""
+    def pad(values):
+        values = np.asarray(values)
+        extra = padded_count(len(values), mesh, parts) - len(values)
+        return np.concatenate([values, np.repeat(values[-1:], extra, axis=0)]) if extra else values
+
+    return jax.tree.map(pad, tree)
 
 
 def model_sharding(mesh: Mesh) -> NamedSharding:

@@ -1,9 +1,14 @@
-"""A depth x seed grid trained in one vmapped, sharded program, then measured layer by layer.
+"""A depth x seed grid trained in vmapped, sharded programs, then measured layer by layer.
 
 ``run_sweep`` is what ``experiments.sweep_depth`` (and the other experiments) call. The grid is
 trained in compiled chunks of ``cfg.chunk_epochs`` epochs; between chunks the host logs the
 losses to metrics.jsonl, updates the progress line, checkpoints for ``--resume`` and stops early
 once every model has converged or diverged.
+
+On CPU, XLA runs a small model's matmuls on one core, so the host threads train at once: one
+per core (``thread_plan``: depth groups first; threads left over split a group's models into
+equal parts). Accelerators run one program at a time. The numbers do not depend on the threads
+up to float rounding (a part is vmapped over fewer models).
 """
 
 import os
@@ -78,14 +83,23 @@ def run_records(cfg: Config, runs, state, measured) -> list[dict]:
     return out
 
 
-def default_workers(num_groups: int) -> int:
-    """Depth groups trained at once. CPU: one per core, since XLA runs a tiny model's matmuls on
-    one core (measured: 1.9x the grid's throughput with 2 groups at once on 2 cores).
-    Accelerators: 1, one program at a time already fills the device."""
+def default_threads() -> int:
+    """Host threads that train at once. CPU: one per core, since XLA runs a tiny model's
+    matmuls on one core (measured on 2 cores: 1.6-1.9x the grid's throughput). Accelerators:
+    1, one program at a time already fills the device."""
     if jax.default_backend() != "cpu":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(num_groups, cores or 1))
+    return max(1, cores or 1)
+
+
+def thread_plan(threads: int, group_sizes: list[int], mesh) -> tuple[int, list[int]]:
+    """(depth groups trained at once, parts per group): ``threads`` go to groups first; the
+    threads left over split each group's models into equal parts trained at once (on one
+    device only: a sharded model axis is already split)."""
+    at_once = max(1, min(threads, len(group_sizes)))
+    split = threads // at_once if mesh.size == 1 else 1
+    return at_once, [max(1, min(split, size)) for size in group_sizes]
 
 
 class _Group(NamedTuple):
@@ -95,10 +109,11 @@ class _Group(NamedTuple):
     depths: tuple[int, ...]
     runs: list
     columns: list[int]
-    state: object
+    parts: int  # equal slices of the model axis, trained at once on host threads
+    state: object  # the group's models, padded to a multiple of devices x parts
     epoch0: int
-    run_chunk: object  # jax.stages.Lowered: (state, x, labels) -> (state, losses)
-    measure: object  # jax.stages.Lowered: (state, x, labels) -> per-layer metrics
+    run_chunk: object  # jax.stages.Lowered for one part: (state, x, labels) -> (state, losses)
+    measure: object  # jax.stages.Lowered for one part: (state, x, labels) -> per-layer metrics
 
 
 def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
@@ -107,8 +122,8 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     """Train every (depth, seed) of ``cfg`` on (x, labels); return (records, final states).
 
     ``records`` are results.json's runs in ``cfg.runs()`` order; ``states`` maps each depth group
-    to its stacked final ``TrainState`` (padded model axis trimmed). ``workers`` depth groups
-    train at once, each on its own host thread (default: ``default_workers``); results do not
+    to its stacked final ``TrainState`` (padded model axis trimmed). ``workers`` host threads
+    train at once (default: ``default_threads``), split as ``thread_plan`` says; results do not
     depend on it, and metrics.jsonl lines of different groups may interleave.
     """
     cfg.validate()
@@ -117,19 +132,21 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     all_runs = cfg.runs()
     x = replicate(jnp.asarray(x_NxD, dtype_of(cfg)), mesh)
     labels = replicate(jnp.asarray(labels_N, jnp.int32), mesh)
-    groups = [_prepare(cfg, gi, group, all_runs, x, labels, mesh, workdir, resume)
-              for gi, group in enumerate(depth_groups(cfg, depth_strategy))]
+    depth_sets = depth_groups(cfg, depth_strategy)
+    runs_of = [[r for r in all_runs if r[0] in group] for group in depth_sets]
+    at_once, parts = thread_plan(workers or default_threads(), [len(r) for r in runs_of], mesh)
+    groups = [_prepare(cfg, gi, group, runs_of[gi], all_runs, parts[gi], x, labels, mesh,
+                       workdir, resume) for gi, group in enumerate(depth_sets)]
     bar = Progress(cfg.epochs, len(all_runs), enabled=progress)
     lock = threading.Lock()  # metrics.jsonl and orbax saves, one thread at a time
 
     def train(group: _Group, stop: threading.Event):
         return _train_group(cfg, group, len(all_runs), x, labels, workdir, bar, lock, stop)
 
-    workers = workers or default_workers(len(groups))
     # largest first, so the last group to start is a short one
     order = sorted(groups, key=lambda g: -max(g.depths) * len(g.runs))
     try:
-        done = run_all(train, order, workers)
+        done = run_all(train, order, at_once)
     finally:
         bar.close()
     records, states = {}, {}
@@ -141,66 +158,100 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     return [records[i] for i in range(len(all_runs))], states
 
 
-def _prepare(cfg, gi, group, all_runs, x, labels, mesh, workdir, resume) -> _Group:
-    """Initial (or restored) states, and the group's training chunk and measurement, lowered."""
-    runs = [r for r in all_runs if r[0] in group]
+def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
+             resume) -> _Group:
+    """Initial (or restored) states, and the training chunk and measurement of one part,
+    lowered. Checkpoints hold the unpadded models, so a run resumes on any devices or threads."""
     trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=max(group))
-    keys = pad_models(np.stack([np.asarray(jax.random.PRNGKey(s)) for _, s in runs]), mesh)
-    depths = pad_models(np.array([d for d, _ in runs], np.int32), mesh)
+    keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for _, s in runs])
+    depths = np.array([d for d, _ in runs], np.int32)
     # op by op, not jitted: the ops' compilations are shared by all groups (7 jitted inits of
-    # the default grid compiled for 7.7 s, op by op it takes 2 s). Every leaf is then sharded on
-    # its model axis, as the compiled chunk takes and returns it.
-    state = shard_models(jax.vmap(trainer.init)(keys, depths), mesh)
+    # the default grid compiled for 7.7 s, op by op it takes 2 s)
+    state = jax.device_get(jax.vmap(trainer.init)(keys, depths))
     epoch0 = 0
     if workdir is not None and resume:
         if (workdir.checkpoints / f"state_group{gi}").exists():
             saved = checkpoint.restore(workdir.checkpoints / f"state_group{gi}",
                                        {"state": state, "epoch": 0})
-            state = shard_models(saved["state"], mesh)
-            epoch0 = int(saved["epoch"])
+            state, epoch0 = saved["state"], int(saved["epoch"])
         workdir.truncate_metrics(epoch0, group=gi)  # rows logged after the checkpoint
+    # every leaf sharded on its model axis, as the compiled chunk takes and returns it
+    state = shard_models(pad_models(state, mesh, parts), mesh)
+    part = _split(state, parts)[0]
     run_chunk = jax.jit(jax.vmap(lambda s, x, y: trainer.run(s, x, y, cfg.chunk_epochs),
                                  in_axes=(0, None, None)), out_shardings=model_sharding(mesh))
     measure = jax.jit(jax.vmap(trainer.measure, in_axes=(0, None, None)))
-    return _Group(gi, group, runs, [all_runs.index(r) for r in runs], state, epoch0,
-                  run_chunk.lower(state, x, labels), measure.lower(state, x, labels))
+    return _Group(gi, group, runs, [all_runs.index(r) for r in runs], parts, state, epoch0,
+                  run_chunk.lower(part, x, labels), measure.lower(part, x, labels))
 
 
 def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, stop):
     """Train one group in chunks (log, progress, checkpoint between them); measure it."""
     gi, n, state, epoch0 = group.index, len(group.runs), group.state, group.epoch0
-    run_chunk = group.run_chunk.compile()
     ckpt_path = None if workdir is None else workdir.checkpoints / f"state_group{gi}"
-    last_save = time.time()
-    while epoch0 < cfg.epochs and bool(np.any(np.asarray(state.status)[:n] == RUNNING)):
-        if stop.is_set():  # another group failed or the run was interrupted: keep our epochs
-            if ckpt_path is not None and epoch0 > group.epoch0:
-                with lock:
-                    checkpoint.save(ckpt_path, {"state": state, "epoch": epoch0})
-            return None
-        state, losses = run_chunk(state, x, labels)
-        losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
-        steps = min(cfg.chunk_epochs, cfg.epochs - epoch0)
-        status = np.asarray(state.status)[:n]
-        if workdir is not None:
-            rows = [{"epoch": epoch0 + t, "group": gi,
-                     "loss": _scatter(losses[t], group.columns, num_runs)} for t in range(steps)]
-            with lock:
-                workdir.append_metrics(rows)
-        epoch0 += steps
-        bar.update(epoch0, losses[steps - 1], int(np.sum(status == DIVERGED)),
-                   int(np.sum(status != RUNNING)), group=gi)
-        if ckpt_path is not None and time.time() - last_save > CHECKPOINT_SECONDS:
-            with lock:
-                checkpoint.save(ckpt_path, {"state": state, "epoch": epoch0})
-            last_save = time.time()
-    if ckpt_path is not None:
+
+    def save_state():
         with lock:
-            checkpoint.save(ckpt_path, {"state": state, "epoch": epoch0})
-            checkpoint.save(workdir.checkpoints / f"final_group{gi}",
-                            {"params": state.params, "stats": state.stats})
-    measured = jax.device_get(group.measure.compile()(state, x, labels))
-    return jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(state)), measured
+            checkpoint.save(ckpt_path, {"state": _first(state, n), "epoch": epoch0})
+
+    with ThreadPoolExecutor(group.parts) as pool:
+        run_chunk = _over_parts(group.run_chunk.compile(), group.parts, pool)
+        last_save = time.time()
+        while epoch0 < cfg.epochs and bool(np.any(np.asarray(state.status)[:n] == RUNNING)):
+            if stop.is_set():  # another group failed or the run was interrupted: keep our epochs
+                if ckpt_path is not None and epoch0 > group.epoch0:
+                    save_state()
+                return None
+            state, losses = run_chunk(state, x, labels)
+            losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
+            steps = min(cfg.chunk_epochs, cfg.epochs - epoch0)
+            status = np.asarray(state.status)[:n]
+            if workdir is not None:
+                rows = [{"epoch": epoch0 + t, "group": gi,
+                         "loss": _scatter(losses[t], group.columns, num_runs)}
+                        for t in range(steps)]
+                with lock:
+                    workdir.append_metrics(rows)
+            epoch0 += steps
+            bar.update(epoch0, losses[steps - 1], int(np.sum(status == DIVERGED)),
+                       int(np.sum(status != RUNNING)), group=gi)
+            if ckpt_path is not None and time.time() - last_save > CHECKPOINT_SECONDS:
+                save_state()
+                last_save = time.time()
+        if ckpt_path is not None:
+            save_state()
+            with lock:
+                checkpoint.save(workdir.checkpoints / f"final_group{gi}",
+                                _first({"params": state.params, "stats": state.stats}, n))
+        measured = jax.device_get(_over_parts(group.measure.compile(), group.parts, pool)(
+            state, x, labels))
+    return _first(state, n), measured
+
+
+def _first(tree, n: int):
+    """The first ``n`` models of every leaf, on the host (drops the padding)."""
+    return jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(tree))
+
+
+def _split(tree, parts: int) -> list:
+    """``parts`` equal slices of the model axis (axis 0 of every leaf)."""
+    if parts == 1:
+        return [tree]
+    size = len(jax.tree.leaves(tree)[0]) // parts
+    return [jax.tree.map(lambda a, i=i: a[i * size:(i + 1) * size], tree) for i in range(parts)]
+
+
+def _over_parts(fn, parts: int, pool):
+    """``fn(state, x, labels)`` of a whole group from a function compiled for one part: the
+    parts run at once on ``pool``'s threads and their outputs are concatenated."""
+    if parts == 1:
+        return fn
+
+    def whole(state, x, labels):
+        outs = list(pool.map(lambda part: fn(part, x, labels), _split(state, parts)))
+        return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *outs)
+
+    return whole
 
 
 def run_all(fn, items, workers: int, stop: threading.Event | None = None) -> list:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 import jax
@@ -189,6 +190,44 @@ def test_depths_trained_at_once_on_threads_give_the_sequential_numbers(tmp_path)
     assert len(rows(par_wd)) == 3 * cfg.epochs
     for gi in range(3):
         assert (par_wd.checkpoints / f"final_group{gi}").exists()
+
+
+def test_one_group_split_over_threads_gives_the_numbers_of_one_thread(tmp_path):
+    """6 models padded into one program, split in 4 parts of 2 (padded to 8) on 4 threads ==
+    one thread; the checkpoints hold the 6 real models, so the run resumes on one thread."""
+    cfg = dataclasses.replace(TINY, seeds=(0, 1, 2))
+    x, labels = _data(cfg)
+    one, _ = run_sweep(cfg, x, labels, progress=False, depth_strategy="pad", workers=1)
+    wd = Workdir(tmp_path / "run")
+    four, states = run_sweep(cfg, x, labels, wd, progress=False, depth_strategy="pad",
+                             workers=4)
+    _assert_same_records(four, one)  # vmapped over 2 models, not 6: rounding may differ
+    assert np.asarray(states[(3, 4)].depth).tolist() == [3, 3, 3, 4, 4, 4]
+    resumed, again = run_sweep(cfg, x, labels, Workdir(tmp_path / "run", resume=True),
+                               resume=True, progress=False, depth_strategy="pad", workers=1)
+    _assert_same_records(resumed, four)  # finished: restored as saved, measured again
+    jax.tree.map(np.testing.assert_array_equal, again, states)
+
+
+def _assert_same_records(got, want, rtol=1e-12):
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        for key in ("depth", "seed", "status", "converged", "epochs_trained"):
+            assert a[key] == b[key], key
+        for key in ("final_loss", "train_accuracy", *PER_LAYER):
+            np.testing.assert_allclose(a[key], b[key], rtol=rtol, err_msg=key)
+        np.testing.assert_allclose(a["compression_fit"]["ratio"], b["compression_fit"]["ratio"],
+                                   rtol=rtol)
+
+
+def test_thread_plan():
+    one, four = types.SimpleNamespace(size=1), types.SimpleNamespace(size=4)
+    assert sweep_module.thread_plan(2, [5] * 7, one) == (2, [1] * 7)  # the default grid
+    assert sweep_module.thread_plan(2, [25], one) == (1, [2])  # one padded program
+    assert sweep_module.thread_plan(16, [5, 5, 40], one) == (3, [5, 5, 5])
+    assert sweep_module.thread_plan(3, [1, 8], one) == (2, [1, 1])
+    assert sweep_module.thread_plan(8, [25], four) == (1, [1])  # devices already split it
+    assert sweep_module.thread_plan(1, [25, 25], one) == (1, [1, 1])
 
 
 def test_run_all_stops_the_other_workers_when_one_fails():
