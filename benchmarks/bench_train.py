@@ -5,9 +5,10 @@
 
 Prints (targets from the issue, 2-core CPU): model-steps per second of the default grid trained
 as ``run_sweep`` trains it (vmapped; on CPU one program per depth, as many depths at once as
-cores) against one model at a time with one jitted step per Python call (>= 2x), the
-single-threaded variants (one padded program, one program per depth), and achieved training
-FLOP/s at width 1024 as a fraction of the measured float32 matmul peak (> 60%).
+cores) against one model at a time with one jitted step per Python call (>= 2x); the other
+variants (one padded program, on one thread or split in parts over the cores; one program per
+depth on one thread); and achieved training FLOP/s at width 1024 as a fraction of the measured
+float32 matmul peak (> 60%).
 """
 
 import argparse
@@ -22,7 +23,7 @@ import pnc_jax  # noqa: F401  (sets XLA flags before JAX starts its CPU client)
 from pnc_jax.config import Config
 from pnc_jax.data import nearly_orthonormal
 from pnc_jax.sharding import model_mesh
-from pnc_jax.sweep import default_threads, depth_groups, resolve_strategy, run_all
+from pnc_jax.sweep import default_threads, depth_groups, resolve_strategy, run_all, thread_plan
 from pnc_jax.train import make_trainer
 
 
@@ -31,24 +32,28 @@ def _data(cfg):
     return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
 
 
-def time_grid(cfg: Config, epochs: int, strategy: str, workers: int = 1) -> float:
+def time_grid(cfg: Config, epochs: int, strategy: str, threads: int = 1) -> float:
     """Seconds to train every (depth, seed) of cfg for ``epochs`` epochs, vmapped, after compile,
-    with ``workers`` depth groups at once on host threads, as ``run_sweep`` does."""
+    on ``threads`` host threads shared out as ``run_sweep`` does (``sweep.thread_plan``)."""
     x, y = _data(cfg)
+    groups = depth_groups(cfg, strategy)
+    runs_of = [[r for r in cfg.runs() if r[0] in group] for group in groups]
+    _, parts = thread_plan(threads, [len(r) for r in runs_of], model_mesh())
     programs = []
-    for group in depth_groups(cfg, strategy):
+    for group, runs, k in zip(groups, runs_of, parts, strict=True):
         trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=max(group))
-        runs = [r for r in cfg.runs() if r[0] in group]
-        keys = jnp.stack([jax.random.PRNGKey(s) for _, s in runs])
-        depths = jnp.array([d for d, _ in runs])
+        runs = runs + runs[-1:] * (-len(runs) % k)  # padded to k equal parts
+        size = len(runs) // k
+        keys = jnp.stack([jax.random.PRNGKey(s) for _, s in runs[:size]])
+        depths = jnp.array([d for d, _ in runs[:size]])
         state = jax.jit(jax.vmap(trainer.init))(keys, depths)
         run = jax.jit(jax.vmap(lambda s, x, y: trainer.run(s, x, y, epochs),  # noqa: B023
                                in_axes=(0, None, None))).lower(state, x, y).compile()
         jax.block_until_ready(run(state, x, y))  # warm up
-        programs.append((max(group) * len(runs), run, state))
+        programs += [(max(group) * size, run, state)] * k  # (the parts' timing, not values)
     programs.sort(key=lambda p: -p[0])  # largest first, as run_sweep orders them
     t = time.perf_counter()
-    run_all(lambda p, _: jax.block_until_ready(p[1](p[2], x, y)), programs, workers)
+    run_all(lambda p, _: jax.block_until_ready(p[1](p[2], x, y)), programs, threads)
     return time.perf_counter() - t
 
 
@@ -112,22 +117,25 @@ def main():
     n_models = len(cfg.runs())
     steps = n_models * epochs
     print(f"devices: {jax.devices()}  mesh: {model_mesh().size}")
-    workers = min(default_threads(), len(depth_groups(cfg, "group")))
-    pad = time_grid(cfg, epochs, "pad")
+    threads = default_threads()
+    pad1 = time_grid(cfg, epochs, "pad")
+    pad = time_grid(cfg, epochs, "pad", threads)
     group1 = time_grid(cfg, epochs, "group")
-    group = time_grid(cfg, epochs, "group", workers)
+    group = time_grid(cfg, epochs, "group", threads)
     loop = time_loop(cfg, epochs)
     print(f"default grid: {n_models} models x {epochs} epochs (depths {cfg.depths}, width "
-          f"{cfg.width})")
-    rows = [("vmapped, one padded program", pad), ("vmapped, one program per depth", group1),
-            (f"the same, {workers} depths at once (sweep)", group),
+          f"{cfg.width}), {threads} host threads")
+    rows = [("one padded program, one thread", pad1),
+            (f"one padded program in {threads} parts at once", pad),
+            ("one program per depth, one thread", group1),
+            (f"one program per depth, {threads} at once", group),
             ("one model at a time (jitted step)", loop)]
     for label, seconds in rows:
-        print(f"  {label:<38}: {steps / seconds:9.0f} model-steps/s")
+        print(f"  {label:<42}: {steps / seconds:9.0f} model-steps/s")
     auto = resolve_strategy("auto")  # what the sweep runs here: group on CPU, pad elsewhere
     sweep = group if auto == "group" else pad
-    print(f"  ratio sweep ({auto}) / loop = {loop / sweep:.2f}x (target >= 2x on CPU, 20x on "
-          f"GPU); best single-threaded grid / loop = {loop / min(pad, group1):.2f}x")
+    print(f"  ratio sweep ({auto}, {threads} threads) / loop = {loop / sweep:.2f}x (target >= 2x "
+          f"on CPU, 20x on GPU); best one-thread grid / loop = {loop / min(pad1, group1):.2f}x")
     peak = matmul_peak()
     achieved = training_flops(1024, 5 if args.quick else 20)
     print(f"width 1024: {achieved / 1e9:.1f} GFLOP/s of a measured {peak / 1e9:.1f} GFLOP/s "
