@@ -22,7 +22,7 @@ import numpy as np
 import pnc_jax  # noqa: F401  (sets XLA flags before JAX starts its CPU client)
 from pnc_jax.config import Config
 from pnc_jax.data import nearly_orthonormal
-from pnc_jax.sharding import model_mesh
+from pnc_jax.sharding import model_mesh, padded_count
 from pnc_jax.sweep import default_threads, depth_groups, resolve_strategy, run_all, thread_plan
 from pnc_jax.train import make_trainer
 
@@ -38,12 +38,12 @@ def time_grid(cfg: Config, epochs: int, strategy: str, threads: int = 1) -> floa
     x, y = _data(cfg)
     groups = depth_groups(cfg, strategy)
     runs_of = [[r for r in cfg.runs() if r[0] in group] for group in groups]
-    _, parts = thread_plan(threads, [len(r) for r in runs_of], model_mesh())
+    mesh = model_mesh()
+    _, parts = thread_plan(threads, [len(r) for r in runs_of], mesh)
     programs = []
     for group, runs, k in zip(groups, runs_of, parts, strict=True):
         trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=max(group))
-        runs = runs + runs[-1:] * (-len(runs) % k)  # padded to k equal parts
-        size = len(runs) // k
+        size = padded_count(len(runs), mesh, k) // k  # models per part, as run_sweep pads them
         keys = jnp.stack([jax.random.PRNGKey(s) for _, s in runs[:size]])
         depths = jnp.array([d for d, _ in runs[:size]])
         state = jax.jit(jax.vmap(trainer.init))(keys, depths)

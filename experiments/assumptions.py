@@ -146,7 +146,7 @@ def train(cfg: Config, x, y, args, workdir: Workdir, tag: str, sweep: str) -> li
     records, states = run_sweep(cfg, x, y, sub, resume=args.resume,
                                 progress=not args.no_progress,
                                 depth_strategy=args.depth_strategy,
-                                workers=args.workers or None)
+                                workers=args.workers)
     return assumption_records(cfg, records, states, x, y, sweep)
 
 

@@ -331,7 +331,7 @@ def main(argv=None) -> dict:
         records, states = run_sweep(kcfg, data.x_train, data.y_train, sub, resume=args.resume,
                                     progress=not args.no_progress,
                                     depth_strategy=args.depth_strategy,
-                                    workers=args.workers or None)
+                                    workers=args.workers)
         t1 = time.time()
         runs = measure_kind(kcfg, data, states, args)
         for rec, trained in zip(runs, records, strict=True):

@@ -116,7 +116,7 @@ def main(argv=None) -> list[dict]:
     )
     runs, _ = run_sweep(cfg, x, y, workdir, resume=args.resume,
                         progress=not args.no_progress, depth_strategy=args.depth_strategy,
-                        workers=args.workers or None)
+                        workers=args.workers)
     predictions = theory_for(cfg, x, y)
     for r in runs:
         r["theory"] = predictions.get(r["depth"])

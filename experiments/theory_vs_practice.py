@@ -178,7 +178,7 @@ def run_setting(cfg: Config, x, y, args, workdir: Workdir, tag: str) -> list[dic
     sub = Workdir(workdir.path / "sweeps" / tag, overwrite=not args.resume, resume=args.resume)
     records, _ = run_sweep(cfg, x, y, sub, resume=args.resume, progress=not args.no_progress,
                            depth_strategy=args.depth_strategy,
-                           workers=args.workers or None)
+                           workers=args.workers)
     points = []
     for depth in cfg.depths:
         recs = [r for r in records if r["depth"] == depth]

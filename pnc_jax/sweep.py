@@ -123,7 +123,7 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
 
     ``records`` are results.json's runs in ``cfg.runs()`` order; ``states`` maps each depth group
     to its stacked final ``TrainState`` (padded model axis trimmed). ``workers`` host threads
-    train at once (default: ``default_threads``), split as ``thread_plan`` says; results do not
+    train at once (0 or None: ``default_threads``), split as ``thread_plan`` says; results do not
     depend on it, and metrics.jsonl lines of different groups may interleave.
     """
     cfg.validate()
@@ -194,37 +194,35 @@ def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, st
         with lock:
             checkpoint.save(ckpt_path, {"state": _first(state, n), "epoch": epoch0})
 
-    with ThreadPoolExecutor(group.parts) as pool:
-        run_chunk = _over_parts(group.run_chunk.compile(), group.parts, pool)
-        last_save = time.time()
-        while epoch0 < cfg.epochs and bool(np.any(np.asarray(state.status)[:n] == RUNNING)):
-            if stop.is_set():  # another group failed or the run was interrupted: keep our epochs
-                if ckpt_path is not None and epoch0 > group.epoch0:
-                    save_state()
-                return None
-            state, losses = run_chunk(state, x, labels)
-            losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
-            steps = min(cfg.chunk_epochs, cfg.epochs - epoch0)
-            status = np.asarray(state.status)[:n]
-            if workdir is not None:
-                rows = [{"epoch": epoch0 + t, "group": gi,
-                         "loss": _scatter(losses[t], group.columns, num_runs)}
-                        for t in range(steps)]
-                with lock:
-                    workdir.append_metrics(rows)
-            epoch0 += steps
-            bar.update(epoch0, losses[steps - 1], int(np.sum(status == DIVERGED)),
-                       int(np.sum(status != RUNNING)), group=gi)
-            if ckpt_path is not None and time.time() - last_save > CHECKPOINT_SECONDS:
+    run_chunk = _over_parts(group.run_chunk.compile(), group.parts)
+    status = np.asarray(state.status)[:n]
+    last_save = time.time()
+    while epoch0 < cfg.epochs and np.any(status == RUNNING):
+        if stop.is_set():  # another group failed or the run was interrupted: keep our epochs
+            if ckpt_path is not None and epoch0 > group.epoch0:
                 save_state()
-                last_save = time.time()
-        if ckpt_path is not None:
-            save_state()
+            return None
+        state, losses = run_chunk(state, x, labels)
+        losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
+        steps = min(cfg.chunk_epochs, cfg.epochs - epoch0)
+        status = np.asarray(state.status)[:n]
+        if workdir is not None:
+            rows = [{"epoch": epoch0 + t, "group": gi,
+                     "loss": _scatter(losses[t], group.columns, num_runs)} for t in range(steps)]
             with lock:
-                checkpoint.save(workdir.checkpoints / f"final_group{gi}",
-                                _first({"params": state.params, "stats": state.stats}, n))
-        measured = jax.device_get(_over_parts(group.measure.compile(), group.parts, pool)(
-            state, x, labels))
+                workdir.append_metrics(rows)
+        epoch0 += steps
+        bar.update(epoch0, losses[steps - 1], int(np.sum(status == DIVERGED)),
+                   int(np.sum(status != RUNNING)), group=gi)
+        if ckpt_path is not None and time.time() - last_save > CHECKPOINT_SECONDS:
+            save_state()
+            last_save = time.time()
+    if ckpt_path is not None:
+        save_state()
+        with lock:
+            checkpoint.save(workdir.checkpoints / f"final_group{gi}",
+                            _first({"params": state.params, "stats": state.stats}, n))
+    measured = jax.device_get(_over_parts(group.measure.compile(), group.parts)(state, x, labels))
     return _first(state, n), measured
 
 
@@ -241,14 +239,14 @@ def _split(tree, parts: int) -> list:
     return [jax.tree.map(lambda a, i=i: a[i * size:(i + 1) * size], tree) for i in range(parts)]
 
 
-def _over_parts(fn, parts: int, pool):
+def _over_parts(fn, parts: int):
     """``fn(state, x, labels)`` of a whole group from a function compiled for one part: the
-    parts run at once on ``pool``'s threads and their outputs are concatenated."""
+    parts run at once on ``parts`` threads and their outputs are concatenated."""
     if parts == 1:
         return fn
 
     def whole(state, x, labels):
-        outs = list(pool.map(lambda part: fn(part, x, labels), _split(state, parts)))
+        outs = run_all(lambda part, _: fn(part, x, labels), _split(state, parts), parts)
         return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *outs)
 
     return whole
