@@ -27,7 +27,7 @@ def orthogonal_init(init_scale: float):
         r = min(fan_in, fan_out)
         g = jax.random.normal(key, (fan_out, r), dtype)
         q, upper = jnp.linalg.qr(g)
-        q = q * jnp.where(jnp.diagonal(upper) < 0, -1.0, 1.0)  # Haar measure (sign fix)
+        q = q * jnp.where(jnp.diagonal(upper) < 0, -1.0, 1.0)[None, :]  # Haar measure (sign fix)
         w_outxin = jnp.zeros((fan_out, fan_in), dtype).at[:, :r].set(q)
         return (init_scale * w_outxin.T).astype(dtype)
 
