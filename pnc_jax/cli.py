@@ -5,7 +5,6 @@ Bad flag values exit with one line on stderr and status 2, before anything compi
 
 import argparse
 import dataclasses
-import json
 import sys
 
 import jax
@@ -63,11 +62,11 @@ def parse(parser: argparse.ArgumentParser, defaults: Config, argv=None, **overri
 
 
 def record_config(workdir: Workdir, args, config, **extra) -> None:
-    """Write config.json (+ the resolved depth strategy); with --resume, refuse (exit 2) a work
-    directory that ran another config or grid."""
-    if args.resume and workdir.file("config.json").exists():
-        saved = workdir.read_json("config.json")
-        now = json.loads(json.dumps({"config": config, "grid": extra.get("grid")}))
-        if {"config": saved.get("config"), "grid": saved.get("grid")} != now:
-            fail(f"--resume: {workdir.path} was run with another config; see its config.json")
-    workdir.write_config(config, depth_strategy=resolve_strategy(args.depth_strategy), **extra)
+    """``Workdir.begin``: with --resume, refuse (exit 2) a work directory that ran another
+    config or other facts; with --overwrite, remove the old run's files now that this one has
+    started cleanly; write config.json (+ the resolved depth strategy, not compared)."""
+    try:
+        workdir.begin(config, run={"depth_strategy": resolve_strategy(args.depth_strategy)},
+                      **extra)
+    except (ValueError, OSError) as e:
+        fail(str(e))
