@@ -340,10 +340,81 @@ def test_missing_mnist10k_lists_places(tmp_path, monkeypatch, no_env):
     monkeypatch.setattr(datasets, "SHARED_DATASETS_DIR", tmp_path / "shared")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as info:
-        load_dataset("mnist10k", tmp_path / "data")
-    for place in (tmp_path / "data", tmp_path / "shared", tmp_path):
+        load_dataset("mnist10k")
+    for place in (tmp_path / "shared", tmp_path):
         assert str(place / "mnist10k.npz") in str(info.value)
     assert "PNC_DATA" in str(info.value)
+
+
+def test_explicit_data_dir_without_mnist10k_is_an_error_not_the_shared_copy(
+        tmp_path, monkeypatch, no_env):
+    """A wrong --data-dir / PNC_DATA must not silently train on another copy of the data."""
+    images, labels = fake_mnist_split(2, 0)
+    monkeypatch.setattr(datasets, "SHARED_DATASETS_DIR", tmp_path / "shared")
+    (tmp_path / "shared").mkdir()
+    np.savez(tmp_path / "shared" / "mnist10k.npz", images=images, labels=labels)
+    assert len(load_dataset("mnist10k").y_train) == 10  # the shared copy, when nothing is given
+    wrong = tmp_path / "nonexistent"
+    with pytest.raises(FileNotFoundError, match="only place searched") as info:
+        load_dataset("mnist10k", wrong)
+    assert str(wrong / "mnist10k.npz") in str(info.value)
+    assert str(tmp_path / "shared") not in str(info.value)
+    monkeypatch.setenv("PNC_DATA", str(wrong))
+    with pytest.raises(FileNotFoundError, match=str(wrong / "mnist10k.npz")):
+        load_dataset("mnist10k")
+
+
+def _with_labels(labels, bad: dict[int, int]):
+    labels = labels.astype(np.int64)
+    for i, value in bad.items():
+        labels[i] = value
+    return labels
+
+
+@pytest.mark.parametrize("bad", [{0: 10}, {3: -1, 7: 200, 11: 10}])
+def test_labels_outside_0_to_9_are_refused_by_name_and_count(tmp_path, no_env, bad):
+    """npz, IDX and CIFAR label files with labels outside [0, 10): a ValueError naming the file
+    and how many, not 10-20% of the samples silently dropped."""
+    count = f"{len(bad)} of "
+    images, labels = fake_mnist_split(2, 0)
+    np.savez(tmp_path / "mnist10k.npz", images=images, labels=_with_labels(labels, bad))
+    with pytest.raises(ValueError, match=f"{count}20 labels outside \\[0, 10\\)") as info:
+        load_dataset("mnist10k", tmp_path)
+    assert str(tmp_path / "mnist10k.npz") in str(info.value)
+
+    write_fake_mnist(tmp_path / "mnist", gz=False)
+    path = tmp_path / "mnist" / "train-labels-idx1-ubyte"
+    dtype = np.int8 if min(bad.values()) < 0 else np.uint8
+    write_idx(path, _with_labels(files.read_idx(path), bad).astype(dtype))
+    with pytest.raises(ValueError, match=f"{count}{10 * N_TRAIN} labels outside") as info:
+        load_dataset("mnist", tmp_path)
+    assert str(path) in str(info.value)
+
+    data, labels = fake_cifar(2)
+    directory = tmp_path / "cifar-10-batches-py"
+    write_fake_cifar(directory)
+    (directory / "test_batch").write_bytes(cifar_batch_bytes(data, _with_labels(labels, bad)))
+    with pytest.raises(ValueError, match=f"{count}20 labels outside") as info:
+        load_dataset("cifar10", tmp_path)
+    assert str(directory / "test_batch") in str(info.value)
+
+
+def test_idx_test_labels_all_out_of_range_name_the_file(tmp_path, no_env):
+    """Used to end in "cannot reshape array of size 0" after dropping every test sample."""
+    write_fake_mnist(tmp_path / "mnist", gz=True)
+    path = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    write_idx(path, np.full(10 * N_TEST, 11, np.uint8), gz=True)
+    with pytest.raises(ValueError, match=f"{path}: {10 * N_TEST} of {10 * N_TEST} labels"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_a_class_without_samples_is_named(tmp_path, no_env):
+    images, labels = fake_mnist_split(3, 0)
+    keep = labels != 4  # no 4s in the file at all
+    np.savez(tmp_path / "mnist10k.npz", images=images[keep], labels=labels[keep])
+    with pytest.raises(ValueError, match="class 4 has no train samples"):
+        load_dataset("mnist10k", tmp_path)
+    assert len(load_dataset("mnist10k", tmp_path, classes=(3, 5)).y_train) == 4
 
 
 def test_mnist10k_from_data_dir_and_corrupt(tmp_path, no_env):

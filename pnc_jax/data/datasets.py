@@ -132,7 +132,9 @@ def _check_classes(classes) -> tuple[int, ...]:
 
 
 def _mnist10k_places(data_dir) -> list[Path]:
-    dirs = ([Path(data_dir)] if data_dir is not None else []) + [SHARED_DATASETS_DIR, Path.cwd()]
+    """An explicit data directory alone (a wrong one must not silently give another copy);
+    else the shared one and the current directory."""
+    dirs = [Path(data_dir)] if data_dir is not None else [SHARED_DATASETS_DIR, Path.cwd()]
     return list(dict.fromkeys(d / MNIST10K_FILE for d in dirs))
 
 
@@ -142,7 +144,12 @@ def _read_raw(name: str, data_dir, download: bool):
         places = _mnist10k_places(data_dir)
         path = next((p for p in places if p.is_file()), None)
         if path is None:
-            raise files.not_found_error(MNIST10K_FILE, places)
+            error = files.not_found_error(MNIST10K_FILE, places)
+            if data_dir is not None:  # say why the shared copy was not used
+                error = FileNotFoundError(f"{error} An explicit data directory (--data-dir or "
+                                          "PNC_DATA) is the only place searched; unset both to "
+                                          "use the shared copy.")
+            raise error
         return files.read_mnist10k(path), None
     if download:
         if data_dir is None:
@@ -189,6 +196,8 @@ def _select(labels, classes, cap, rng, split: str) -> np.ndarray:
     keep = np.zeros(len(order), dtype=bool)
     for c in classes:
         positions = np.flatnonzero(shuffled == c)
+        if len(positions) == 0:
+            raise ValueError(f"class {c} has no {split} samples")
         if cap is not None:
             if len(positions) < cap:
                 raise ValueError(
@@ -230,14 +239,16 @@ def load_dataset(
 ) -> Dataset:
     """Load one of ``DATASET_NAMES`` as a ``Dataset`` (see the module docstring for the steps).
 
-    ``data_dir`` defaults to ``$PNC_DATA``; mnist10k is also looked up in
-    ``<repo>/../shared/datasets/`` and the current directory, and split with ``test_fraction``
-    (seeded, stratified); the others use their official test set. ``classes`` lists original
-    label ids to keep (new label k = ``classes[k]``). ``samples_per_class`` and
-    ``test_samples_per_class`` keep the first n of each class after a seeded shuffle (He & Su's
-    ``sample_size``). ``resize`` = (h, w) or an int, with ``resize_method`` "bilinear"
-    (antialiased, as torchvision's Resize) or "area". ``download`` fetches missing MNIST /
-    FashionMNIST / CIFAR-10 files into ``data_dir`` (needs a network; ignored for mnist10k).
+    ``data_dir`` defaults to ``$PNC_DATA``; given either way, it is the only place searched (a
+    wrong one is an error naming it); without both, mnist10k is looked up in
+    ``<repo>/../shared/datasets/`` and the current directory. mnist10k is split with
+    ``test_fraction`` (seeded, stratified); the others use their official test set.
+    ``classes`` lists original label ids to keep (new label k = ``classes[k]``).
+    ``samples_per_class`` and ``test_samples_per_class`` keep the first n of each class after a
+    seeded shuffle (He & Su's ``sample_size``). ``resize`` = (h, w) or an int, with
+    ``resize_method`` "bilinear" (antialiased, as torchvision's Resize) or "area". ``download``
+    fetches missing MNIST / FashionMNIST / CIFAR-10 files into ``data_dir`` (needs a network;
+    ignored for mnist10k).
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown data set {name!r}: use one of {DATASET_NAMES}")
@@ -277,5 +288,5 @@ def load_dataset(
         num_classes=len(kept),
         name=name,
         classes=kept,
-        input_shape=tuple(int(s) for s in shape),
+        input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
     )

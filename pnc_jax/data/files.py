@@ -1,8 +1,8 @@
 """Readers for the standard image-data files (IDX, CIFAR-10 pickles, mnist10k npz) and downloads.
 
-Readers return raw images as uint8 arrays (N, H, W) or (N, H, W, C) and labels as int32; a
-corrupt or truncated file raises ``ValueError`` naming the file, a missing one
-``FileNotFoundError`` listing every place searched.
+Readers return raw images as uint8 arrays (N, H, W) or (N, H, W, C) and labels as int32 in
+0..9; a corrupt or truncated file, or labels outside 0..9, raise ``ValueError`` naming the file
+(and how many labels are bad), a missing one ``FileNotFoundError`` listing every place searched.
 
 Search lists, relative to ``data_dir`` (first match wins; each IDX file may be plain or ``.gz``):
 
@@ -24,6 +24,7 @@ from urllib.request import urlopen
 import numpy as np
 
 DATA_HINT = "provide the data with --data-dir DIR or the PNC_DATA=DIR environment variable"
+NUM_LABELS = 10  # every supported file has 10 classes, labels 0..9
 
 MNIST_SEARCH_DIRS = {
     "mnist": ("mnist", "MNIST/raw", "."),
@@ -69,6 +70,21 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 # IDX type codes (third byte of the magic number); all values are big-endian.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+def check_labels(path, labels: np.ndarray, num_classes: int = NUM_LABELS) -> np.ndarray:
+    """``labels`` as int32 if all lie in [0, num_classes); else ``ValueError`` naming ``path``
+    and the count of bad ones (they would otherwise vanish from every class silently)."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be integers, got {labels.dtype}")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"{path}: {int(bad.sum())} of {labels.size} labels outside [0, {num_classes}) "
+            f"(e.g. {int(labels[bad][0])}): not a {num_classes}-class label file"
+        )
+    return labels.astype(np.int32)
 
 
 def not_found_error(what: str, places: list[Path]) -> FileNotFoundError:
@@ -129,8 +145,9 @@ def find_mnist_files(data_dir, name: str = "mnist", train: bool = True) -> tuple
                 candidates = [directory / stem, directory / f"{stem}.gz"]
                 places.extend(candidates)
                 found.append(next((c for c in candidates if c.is_file()), None))
-            if all(found):
-                return found[0], found[1]
+            images, labels = found
+            if images is not None and labels is not None:
+                return images, labels
     split = "train" if train else "test"
     raise not_found_error(f"{name} {split} files (IDX, plain or .gz)", places)
 
@@ -149,7 +166,7 @@ def read_mnist(data_dir, name: str = "mnist", train: bool = True) -> tuple[np.nd
             f"{labels_path}: expected {len(images)} labels to match "
             f"{images_path}, got shape {labels.shape}"
         )
-    return images, labels.astype(np.int32)
+    return images, check_labels(labels_path, labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,8 +213,9 @@ def read_cifar10_batch(path) -> tuple[np.ndarray, np.ndarray]:
         ) from err
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{path}: expected uint8 data (N, 3072), got {data.dtype} {data.shape}")
-    if labels.shape != (len(data),) or (labels.size and not 0 <= labels.min() <= labels.max() < 10):
+    if labels.shape != (len(data),):
         raise ValueError(f"{path}: expected {len(data)} labels in 0..9, got shape {labels.shape}")
+    labels = check_labels(path, labels)
     # Rows are 1024 red, 1024 green, 1024 blue values, each 32x32 row-major: make channels last.
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels.astype(np.int32)
@@ -245,7 +263,7 @@ def read_mnist10k(path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: expected uint8 images (N, 28, 28) and N labels, got "
             f"{images.dtype} {images.shape} and {labels.shape}"
         )
-    return images, labels.astype(np.int32)
+    return images, check_labels(path, labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +327,8 @@ def download_cifar10(data_dir) -> Path:
         for member in tar.getmembers():
             parent, _, base = member.name.rpartition("/")
             if member.isfile() and parent == CIFAR10_SEARCH_DIRS[0] and base:
-                (directory / base).write_bytes(tar.extractfile(member).read())
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    (directory / base).write_bytes(handle.read())
     archive.unlink()
     return directory
