@@ -1,72 +1,323 @@
-"""Command-line plumbing shared by every ``experiments.*`` module.
+"""The command line of every experiment: flags from its settings dataclass, one validation path,
+the work directory, signals.
 
-Bad flag values exit with one line on stderr and status 2, before anything compiles.
+An experiment is ``Experiment(name, doc, presets, run)``: ``presets`` maps names to functions
+returning its settings (a frozen dataclass, see ``pnc_jax.config``; the first preset is the
+default, and each preset's docstring is its command and expected result); ``run(settings, ctx)``
+loads data, calls ``ctx.begin(...)`` once the run has started cleanly, trains and writes its
+results. ``Experiment.main(argv)`` does the rest:
+
+1. flags: every settings field is a flag (``--lr``, ``--probe-steps``); precedence: preset <-
+   ``--config FILE`` (a run's own config.json, or a partial JSON object) <- flags;
+2. validation of every value (type, range, choices, distinct list entries) before any compute;
+   a bad value, missing data or a busy work directory exit 2 with one line on stderr;
+3. the work directory (``pnc_jax.workdir``), claimed for this run;
+4. SIGINT / SIGTERM: the sweeps checkpoint and the run exits 130 / 143 with a one-line hint
+   (``pnc_jax.signals``).
 """
+
+from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import jax
 
-from pnc_jax.config import Config, add_config_flags, config_from_args
-from pnc_jax.sweep import resolve_strategy
+from pnc_jax.config import (
+    Config,
+    choices_of,
+    field_types,
+    flat_fields,
+    from_json,
+    is_settings,
+    to_json,
+)
 from pnc_jax.workdir import Workdir
 
+S = TypeVar("S")
 
-def parser_for(description: str, defaults: Config, default_workdir: str) -> argparse.ArgumentParser:
-    """Every Config field as a flag, plus the run-level flags."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--workdir", default=default_workdir,
-                        help=f"output folder (default: {default_workdir})")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a finished run in --workdir")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run from its last checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress lines")
-    parser.add_argument("--depth-strategy", choices=("auto", "pad", "group"), default="auto",
-                        help="pad: all depths in one program; group: one program per depth; "
-                             "auto: group on CPU, pad on GPU/TPU (default: auto)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="host threads that train at once (depth groups first, then equal "
-                             "parts of a group's models); 0: one per CPU core on CPU, 1 on "
-                             "GPU/TPU (default: 0)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (multi-host runs)")
-    add_config_flags(parser, defaults)
-    return parser
+
+class UsageError(ValueError):
+    """A bad setting, missing data or unusable work directory: one line, exit status 2."""
 
 
 def fail(message: str) -> None:
     """One line on stderr, exit status 2."""
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
     raise SystemExit(2)
 
 
-def parse(parser: argparse.ArgumentParser, defaults: Config, argv=None, **overrides):
-    """-> (validated Config, args, Workdir); exits 2 on any bad value or unwritable workdir."""
-    args = parser.parse_args(argv)
-    if args.workers < 0:
-        fail(f"--workers={args.workers} must be >= 0 (0: one per CPU core)")
-    try:
-        cfg = config_from_args(args, dataclasses.replace(defaults, **overrides))
-        workdir = Workdir(args.workdir, overwrite=args.overwrite, resume=args.resume)
-    except (ValueError, OSError) as e:
-        fail(str(e))
-    if args.distributed:
-        jax.distributed.initialize()
-    jax.config.update("jax_enable_x64", True)  # metrics are float64; models keep cfg.dtype
-    return cfg, args, workdir
+# ----------------------------------------------------------------------------- flags
 
 
-def record_config(workdir: Workdir, args, config, **extra) -> None:
-    """``Workdir.begin``: with --resume, refuse (exit 2) a work directory that ran another
-    config or other facts; with --overwrite, remove the old run's files now that this one has
-    started cleanly; write config.json (+ the resolved depth strategy, not compared)."""
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes"):
+        return True
+    if s.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _list_of(item: type) -> Callable[[str], list]:
+    def parse(s: str) -> list:
+        try:
+            return [item(v) for v in s.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of {item.__name__}s, got {s!r}") from None
+
+    return parse
+
+
+def _flag_kwargs(f: dataclasses.Field, tp, shown_default: str) -> dict:
+    from pnc_jax.config import _base
+
+    tp, _ = _base(tp)
+    kwargs: dict[str, Any] = {"default": None,
+                              "help": f"{f.metadata.get('help', '')} (default: {shown_default})"}
+    if getattr(tp, "__origin__", None) is tuple:
+        kwargs["type"] = _list_of(tp.__args__[0])
+        kwargs["metavar"] = "A,B,..."
+    elif tp is bool:
+        kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="true|false")
+    else:
+        kwargs["type"] = tp
+    choices = choices_of(f)
+    if choices and tp is not bool and getattr(tp, "__origin__", None) is not tuple:
+        kwargs["choices"] = choices
+    return kwargs
+
+
+def _show(values: list) -> str:
+    shown = []
+    for v in values:
+        text = ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        if text not in shown:
+            shown.append(text)
+    return " / ".join(shown)
+
+
+def add_settings_flags(parser, defaults, prefix: str = "") -> list[str]:
+    """One flag per field of the settings dataclass ``defaults`` (recursively): nested settings
+    get their field name as prefix (``--probe-steps``); the fields of nested ``Config``s act at
+    the top level and set every Config field (``--lr``). Fields listed in the class attribute
+    ``FIXED`` are set by the experiment, not by flags. Returns the flags' ``dest`` names."""
+    cls = type(defaults)
+    dests: list[str] = []
+    hints = field_types(cls)
+    flat = flat_fields(cls) if not prefix else []
+    fixed = set(getattr(cls, "FIXED", ()))
+    own = {f.name for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(cls):
+        if f.name in flat or f.name in fixed:
+            continue
+        dest = prefix + f.name
+        if is_settings(hints[f.name]):
+            dests += add_settings_flags(parser, getattr(defaults, f.name), dest + ".")
+            continue
+        dests += _add(parser, f, hints[f.name], dest, [getattr(defaults, f.name)])
+    if flat:
+        config_hints = field_types(Config)
+        for f in dataclasses.fields(Config):
+            if f.name in own or f.name in fixed:
+                continue
+            values = [getattr(getattr(defaults, name), f.name) for name in flat]
+            dests += _add(parser, f, config_hints[f.name], f.name, values)
+    return dests
+
+
+def _add(parser, f: dataclasses.Field, tp, dest: str, defaults: list) -> list[str]:
+    flag = f.metadata.get("flag") or "--" + dest.replace(".", "-").replace("_", "-")
+    parser.add_argument(flag, dest=dest, **_flag_kwargs(f, tp, _show(defaults)))
+    if f.metadata.get("count_flag"):
+        parser.add_argument(f.metadata["count_flag"], dest=dest + "#count", type=int,
+                            default=None, metavar="N",
+                            help=f"{dest}: 0..N-1 (default: {len(defaults[0])})")
+        return [dest, dest + "#count"]
+    return [dest]
+
+
+def _given(args: argparse.Namespace, dests: list[str]) -> dict:
+    """The settings flags given on the command line as a (nested) dict for ``from_json``."""
+    out: dict = {}
+    for dest in dests:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if dest.endswith("#count"):
+            if value < 1:
+                raise UsageError(f"--{dest[:-6]} count must be >= 1, got {value}")
+            dest, value = dest[:-6], list(range(value))
+        node = out
+        *parents, leaf = dest.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What ``run`` needs besides its settings: the work directory and how to train."""
+
+    experiment: str
+    preset: str
+    settings: Any
+    workdir: Workdir
+    resume: bool
+    progress: bool
+    depth_strategy: str
+    workers: int
+    started: bool = False
+
+    def begin(self, data=None, **facts) -> None:
+        """The run has validated its settings and loaded its ``data`` (a ``Dataset``): record
+        config.json (with the data's shape and ``facts``) and take over the work directory."""
+        from pnc_jax.sweep import resolve_strategy
+
+        if data is not None:
+            facts["data"] = {"name": data.name, "input_dim": int(data.x_train.shape[1]),
+                             "num_samples": int(data.x_train.shape[0]),
+                             "num_test": int(data.x_test.shape[0])}
+        self.workdir.begin(to_json(self.settings), experiment=self.experiment,
+                           preset=self.preset, **facts,
+                           run={"depth_strategy": resolve_strategy(self.depth_strategy),
+                                "workers": self.workers})
+        self.started = True
+
+    def sweep(self, cfg: Config, x_NxD, labels_N, sub: str | None = None):
+        """``run_sweep`` with this run's options, in the work directory or its child ``sub``."""
+        from pnc_jax.sweep import run_sweep
+
+        wd = self.workdir if sub is None else self.workdir.child(sub)
+        return run_sweep(cfg, x_NxD, labels_N, wd, resume=self.resume, progress=self.progress,
+                         depth_strategy=self.depth_strategy, workers=self.workers)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment(Generic[S]):
+    """An experiment: its name, module docstring, named presets (first = default) and run."""
+
+    name: str
+    doc: str
+    presets: dict[str, Callable[[], S]]
+    run: Callable[[S, RunContext], Any]
+    depth_strategy: str = "auto"  # the default of --depth-strategy
+
+    def parser(self, preset: str | None = None) -> argparse.ArgumentParser:
+        preset = preset or next(iter(self.presets))
+        parser = argparse.ArgumentParser(
+            prog=f"python -m experiments.{self.name}", description=self.doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        run = parser.add_argument_group("run")
+        run.add_argument("--workdir", default=f"runs/{self.name}",
+                         help=f"output folder (default: runs/{self.name})")
+        run.add_argument("--overwrite", action="store_true",
+                         help="replace the run in --workdir (once this one has started)")
+        run.add_argument("--resume", action="store_true",
+                         help="continue an interrupted run from its last checkpoint")
+        run.add_argument("--no-progress", action="store_true", help="no progress lines")
+        run.add_argument("--depth-strategy", choices=("auto", "pad", "group"),
+                         default=self.depth_strategy,
+                         help="pad: all depths in one program; group: one program per depth; "
+                              f"auto: group on CPU, pad on GPU/TPU (default: "
+                              f"{self.depth_strategy})")
+        run.add_argument("--workers", type=int, default=0,
+                         help="host threads that train at once; 0: one per CPU core on CPU, "
+                              "1 on GPU/TPU (default: 0)")
+        run.add_argument("--distributed", action="store_true",
+                         help="call jax.distributed.initialize() first (multi-host runs)")
+        names = ", ".join(f"{k} ({((v.__doc__ or '').strip().splitlines() or [''])[0]})"
+                          for k, v in self.presets.items())
+        run.add_argument("--preset", choices=tuple(self.presets), default=None,
+                         help=f"named settings: {names} (default: {next(iter(self.presets))})")
+        run.add_argument("--config", default=None,
+                         help="JSON settings: a run's config.json re-runs it; flags win")
+        parser.set_defaults(_settings_dests=add_settings_flags(
+            parser.add_argument_group("settings"), self.presets[preset]()))
+        return parser
+
+    def settings(self, argv=None) -> tuple[S, argparse.Namespace, str]:
+        """(validated settings, parsed args, preset name); UsageError on any bad value."""
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--preset", choices=tuple(self.presets), default=None)
+        pre.add_argument("--config", default=None)
+        known, _ = pre.parse_known_args(argv)
+        record = _read_config(known.config, self.name) if known.config else {}
+        preset = known.preset or record.get("preset") or next(iter(self.presets))
+        if preset not in self.presets:
+            raise UsageError(f"--config: unknown preset {preset!r} for {self.name}")
+        args = self.parser(preset).parse_args(argv)
+        if args.workers < 0:
+            raise UsageError(f"--workers={args.workers} must be >= 0 (0: one per CPU core)")
+        settings = self.presets[preset]()
+        try:
+            if record:
+                settings = from_json(settings, record["config"], "--config")
+            settings = from_json(settings, _given(args, args._settings_dests), "")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return validate(settings), args, preset
+
+    def main(self, argv=None):
+        """Parse, validate, claim the work directory, run; exit 2 on bad input."""
+        from pnc_jax import signals
+
+        ctx = None
+        try:
+            settings, args, preset = self.settings(argv)
+            if args.distributed:
+                jax.distributed.initialize()
+            workdir = Workdir(args.workdir, overwrite=args.overwrite, resume=args.resume)
+            jax.config.update("jax_enable_x64", True)  # metrics are float64; models keep dtype
+            ctx = RunContext(self.name, preset, settings, workdir, args.resume,
+                             not args.no_progress, args.depth_strategy, args.workers)
+            with signals.interruptible():
+                return self.run(settings, ctx)
+        except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            if ctx is not None and ctx.started:
+                raise  # a failure during the computation, not bad input: keep the traceback
+            fail(str(e))
+
+
+def validate(settings):
+    """Every field's type, choices and distinct entries, each nested Config's ``validate``,
+    then the settings' own ``validate`` (if any). Returns ``settings``."""
+    from pnc_jax.config import check_fields
+
     try:
-        workdir.begin(config, run={"depth_strategy": resolve_strategy(args.depth_strategy)},
-                      **extra)
-    except (ValueError, OSError) as e:
-        fail(str(e))
+        check_fields(settings)
+        hints = field_types(type(settings))
+        for f in dataclasses.fields(settings):
+            if is_settings(hints[f.name]):
+                validate(getattr(settings, f.name))
+        if hasattr(settings, "validate"):
+            settings.validate()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return settings
+
+
+def _read_config(path: str, experiment: str) -> dict:
+    """``{"config": settings dict, "preset": name or None}`` from a JSON file: a run's
+    config.json (must be of this experiment) or a plain settings object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"--config {path}: cannot read it as JSON ({e})") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):  # a run's record
+        if data.get("experiment", experiment) != experiment:
+            raise UsageError(f"--config {path} is a run of {data['experiment']!r}, not "
+                             f"{experiment!r}")
+        return {"config": data["config"], "preset": data.get("preset")}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path} must hold a JSON object")
+    return {"config": data, "preset": None}

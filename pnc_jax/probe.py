@@ -16,6 +16,7 @@ ReLU units (constant coordinates) are treated the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -23,10 +24,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["fit_probes", "pad_layers", "DEFAULTS"]
+from pnc_jax.config import setting
+
+__all__ = ["fit_probes", "pad_layers", "Settings"]
 
 CONSTANT_RTOL = 1e-6
-DEFAULTS = {"steps": 300, "lr": 0.01, "batch_size": 0, "weight_decay": 0.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How the linear probes train (``fit_probes``): Adam on the mean cross-entropy."""
+
+    steps: int = setting(300, "Adam steps of each linear probe")
+    lr: float = setting(0.01, "Adam learning rate of the probes")
+    batch_size: int = setting(0, "probe minibatch size (0 = full batch)")
+
+    def validate(self) -> Settings:
+        if self.steps < 1 or not self.lr > 0 or self.batch_size < 0:
+            raise ValueError(f"probe needs steps >= 1, lr > 0, batch_size >= 0; got steps="
+                             f"{self.steps}, lr={self.lr}, batch_size={self.batch_size}")
+        return self
 
 
 def pad_layers(layers, width: int | None = None) -> np.ndarray:
@@ -50,7 +67,7 @@ def _standardiser(x_NxM):
     """Per-coordinate mean and 1/std; a coordinate whose std is below 1e-6 of the layer's largest
     |h| (zero padding, dead units, rounding noise of a constant) keeps scale 1."""
     mean = jnp.mean(x_NxM, axis=0)
-    std = jnp.sqrt(jnp.mean((x_NxM - mean) ** 2, axis=0))
+    std = jnp.sqrt(jnp.mean((x_NxM - mean[None, :]) ** 2, axis=0))
     varying = std > CONSTANT_RTOL * jnp.max(jnp.abs(x_NxM))
     return mean, jnp.where(varying, 1.0 / jnp.where(varying, std, 1.0), 1.0)
 
@@ -58,12 +75,12 @@ def _standardiser(x_NxM):
 def _logits(params, x_NxM, mean, scale):
     w, b = params
     ws = w * scale[:, None]  # standardise(x) W + b = x (scale W) + (b - (mean scale) W)
-    return jnp.matmul(x_NxM, ws) + (b - jnp.matmul(mean * scale, w))
+    return jnp.matmul(x_NxM, ws) + (b - jnp.matmul(mean * scale, w))[None, :]
 
 
 def _accuracy(params, x, y, mean, scale, chunk: int):
     """Accuracy in chunks of ``chunk`` rows (bounded N x K logits)."""
-    hits = 0
+    hits: jax.Array = jnp.zeros((), jnp.int32)
     for a in range(0, x.shape[0], chunk):
         pred = jnp.argmax(_logits(params, x[a:a + chunk], mean, scale), axis=-1)
         hits = hits + jnp.sum(pred == y[a:a + chunk])
@@ -108,9 +125,8 @@ def _fit(x_train, y_train, x_test, y_test, key, *, num_classes, steps, lr, batch
 
 
 def fit_probes(train_PxNxM, y_train, test_PxNxM, y_test, num_classes: int, *,
-               steps: int = DEFAULTS["steps"], lr: float = DEFAULTS["lr"],
-               batch_size: int = DEFAULTS["batch_size"],
-               weight_decay: float = DEFAULTS["weight_decay"], seed: int = 0) -> dict:
+               steps: int = 300, lr: float = 0.01, batch_size: int = 0,
+               weight_decay: float = 0.0, seed: int = 0) -> dict:
     """Train P linear probes at once, probe p on ``train_PxNxM[p]``; score on train and test.
 
     Labels are shared by all probes. ``batch_size`` 0 = full-batch Adam, else random minibatches

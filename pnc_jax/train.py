@@ -6,29 +6,27 @@ One model = one ``TrainState``; a sweep stacks states on a leading model axis an
 Depths: two strategies, both exact (``sweep.depth_groups``). Pad-and-mask: every model is a
 ``Network`` of L_max weight matrices whose hidden layers l >= depth are the identity, so one
 program trains all depths (a padded model computes and trains exactly the unpadded one). Group:
-one program per depth, vmapped over seeds (``sweep.run_sweep`` runs one per CPU core at once).
-Chosen by measurement (``benchmarks/bench_train.py``, default grid, depths 2..8 x 5 seeds, width
-50, 2-core CPU): grouping is 2.5x faster than padding on one thread, as a tiny model's step is
-already matmul-bound (2.5 us per 30x50x50 matmul whether batched or not) and padding adds 60%
-FLOPs (56 vs 35 layer-steps) plus the masks. On
-accelerators the per-model cost is launch overhead instead, and one padded program keeps all
-35 models on the device at once; ``"auto"`` therefore groups on CPU and pads elsewhere.
+one program per depth, vmapped over seeds. ``"auto"`` groups on CPU (a tiny model's step is
+already matmul-bound there, and padding adds FLOPs) and pads on accelerators (where the per-step
+launch dominates); the measurements are in benchmarks/README.md.
 
 Stopping: a model whose full-batch loss falls below ``cfg.tol`` (or turns NaN/inf) stops updating
 (status CONVERGED / DIVERGED); the scan keeps running for the others, so stopped models cost
 compute but never change. With minibatches the check uses the epoch's mean loss.
 """
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from pnc_jax import metrics
 from pnc_jax.config import Config
 from pnc_jax.losses import LOSSES
-from pnc_jax.models import Network
+from pnc_jax.models import build_network
 from pnc_jax.optim import make_optimizer
 
 RUNNING, CONVERGED, DIVERGED = 0, 1, 2
@@ -38,9 +36,9 @@ STATUS_NAMES = {RUNNING: "ok", CONVERGED: "ok", DIVERGED: "diverged"}
 class TrainState(NamedTuple):
     """One model's training state (stack these on axis 0 for a sweep)."""
 
-    params: Any  # nnx.State of nnx.Param
-    stats: Any  # nnx.State of BatchNorm running statistics (empty for linear nets)
-    opt_state: Any
+    params: nnx.State  # nnx.Param leaves
+    stats: nnx.State  # BatchNorm running statistics (empty for linear nets)
+    opt_state: optax.OptState
     epoch: jax.Array  # int32: epochs trained so far
     status: jax.Array  # int32: RUNNING / CONVERGED / DIVERGED
     loss: jax.Array  # loss of the last epoch
@@ -48,26 +46,28 @@ class TrainState(NamedTuple):
     key: jax.Array  # PRNGKey for minibatch shuffles
 
 
-class Trainer(NamedTuple):
-    """Pure functions of one model; all are jit- and vmap-able."""
+Features = list[jax.Array]  # [h_0, ..., h_{L-1}], h_l of shape (N, m_l)
+InitFn = Callable[[jax.Array, jax.Array | int], TrainState]  # (key, depth) -> state
+RunFn = Callable[[TrainState, jax.Array, jax.Array, int], tuple[TrainState, jax.Array]]
+"""(state, x_NxD, labels_N, num_epochs: static) -> (state, losses_E)"""
+ApplyFn = Callable[..., tuple[jax.Array, Features, nnx.State]]
+"""(params, stats, x_NxD, depth, train=False) -> (logits_NxK, [h_0..h_{Lmax-1}], new stats)"""
+MeasureFn = Callable[..., dict[str, jax.Array]]
+"""(state, x_NxD, labels_N, bn_train=False) -> per-layer metrics (L_max,), loss, accuracy"""
 
-    graphdef: Any
-    init: Any  # (key, depth) -> TrainState
-    run: Any  # (state, x_NxD, labels_N, num_epochs: static) -> (state, losses_E)
-    apply: Any  # (params, stats, x_NxD, depth, train) -> (logits_NxK, [h_0..h_{Lmax-1}])
-    measure: Any  # (state, x_NxD, labels_N, bn_train=False) -> dict of per-layer metrics
+
+class Trainer(NamedTuple):
+    """Pure functions of one model; all are jit- and vmap-able (hashable: a static jit arg)."""
+
+    graphdef: nnx.GraphDef
+    init: InitFn
+    run: RunFn
+    apply: ApplyFn
+    measure: MeasureFn
 
 
 def dtype_of(cfg: Config):
     return jnp.float64 if cfg.dtype == "float64" else jnp.float32
-
-
-def build_network(cfg: Config, input_dim: int, depth: int, key) -> Network:
-    return Network(
-        input_dim=input_dim, width=cfg.width, num_classes=cfg.num_classes, depth=depth,
-        kind=cfg.model, num_nonlinear=cfg.num_nonlinear, batch_norm=cfg.batch_norm,
-        init=cfg.init, init_scale=cfg.init_scale, dtype=dtype_of(cfg), rngs=nnx.Rngs(params=key),
-    )
 
 
 def steps_per_epoch(cfg: Config, num_samples: int) -> int:
@@ -81,16 +81,18 @@ def _select(pred, new, old):
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
-def make_trainer(cfg: Config, input_dim: int, num_samples: int, max_depth: int | None = None):
-    """Trainer for networks padded to ``max_depth`` (default ``cfg.max_depth``) matrices."""
+def make_trainer(cfg: Config, input_dim: int, num_samples: int, max_depth: int | None = None,
+                 lr: float | None = None) -> Trainer:
+    """Trainer for networks padded to ``max_depth`` (default ``cfg.max_depth``) matrices, at
+    base learning rate ``lr`` (default ``cfg.lr``)."""
     max_depth = max_depth or cfg.max_depth
-    graphdef, _, _ = nnx.split(
+    graphdef = nnx.split(
         nnx.eval_shape(lambda: build_network(cfg, input_dim, max_depth, jax.random.PRNGKey(0))),
         nnx.Param, ...,
-    )
+    )[0]
     loss_of = LOSSES[cfg.loss]
     n_steps = steps_per_epoch(cfg, num_samples)
-    tx = make_optimizer(cfg, n_steps)
+    tx = make_optimizer(cfg, n_steps, lr)
     full_batch = n_steps == 1
 
     def apply(params, stats, x_NxD, depth, train=False):

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from pnc_jax.config import Config
 from pnc_jax.models import (
-    Network,
+    MODELS,
+    build_network,
     default_init,
-    num_nonlinear_layers,
     orthogonal_init,
+    register_model,
     weight_matrices,
 )
 
@@ -22,12 +24,11 @@ D, WIDTH, K = 12, 9, 3  # d > width on purpose: W_1 has zero-padded columns
 
 
 def _net(depth, *, kind="linear", seed=0, input_dim=D, width=WIDTH, num_classes=K,
-         dtype=jnp.float64, **kw):
-    kw.setdefault("init_scale", 0.7)
-    return Network(
-        input_dim=input_dim, width=width, num_classes=num_classes, depth=depth, kind=kind,
-        dtype=dtype, rngs=nnx.Rngs(params=jax.random.PRNGKey(seed)), **kw,
-    )
+         dtype=jnp.float64, init_scale=0.7, **kw):
+    """The registered model ``kind`` (built as the trainer builds it)."""
+    cfg = Config(model=kind, width=width, num_classes=num_classes, init_scale=init_scale,
+                 dtype="float64" if dtype == jnp.float64 else "float32", **kw)
+    return build_network(cfg, input_dim, depth, jax.random.PRNGKey(seed))
 
 
 def _x(n=20, d=D, seed=1):
@@ -194,7 +195,7 @@ def test_relu_layers_are_nonnegative_and_linear_layers_are_not(batch_norm):
     assert np.any(np.asarray(feats[0]) < 0)
 
     hybrid = _net(6, kind="hybrid", num_nonlinear=2, batch_norm=batch_norm, dtype=jnp.float32)
-    assert hybrid.num_nonlinear == 2
+    assert hybrid.num_blocks == 2
     _, feats = hybrid(x, train=True)
     for l in (1, 2):
         assert np.all(np.asarray(feats[l]) >= 0), l
@@ -231,8 +232,35 @@ def test_float64_batchnorm_keeps_float64_stats():
     [("linear", 5, 3, 0), ("mlp", 5, 0, 4), ("hybrid", 5, 3, 3), ("hybrid", 3, 3, 2),
      ("mlp", 1, 0, 0)],
 )
-def test_num_nonlinear_layers(kind, depth, num_nonlinear, expected):
-    assert num_nonlinear_layers(kind, depth, num_nonlinear) == expected
+def test_registered_kinds_have_their_nonlinear_blocks(kind, depth, num_nonlinear, expected):
+    assert _net(depth, kind=kind, num_nonlinear=num_nonlinear).num_blocks == expected
+
+
+def test_identity_activation_gives_linear_batchnorm_blocks():
+    """activation "identity" (He & Su's no-ReLU ablation): h_1 = BN(W_1 x), negative entries."""
+    net = _net(3, kind="mlp", activation="identity", dtype=jnp.float32)
+    x = _x(n=30).astype(np.float32)
+    w1 = np.asarray(weight_matrices(nnx.state(net, nnx.Param), 3)[0], np.float64)
+    z = x.astype(np.float64) @ w1.T
+    _, feats = net(jnp.asarray(x), train=True)
+    ref = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
+    np.testing.assert_allclose(np.asarray(feats[1]), ref, rtol=1e-4, atol=1e-5)
+    assert np.any(np.asarray(feats[1]) < 0)
+
+
+def test_a_registered_kind_is_a_valid_config_choice():
+    """One builder + one registry entry: the config accepts the new name and builds it."""
+    @register_model("test_two_layer")
+    def two_layer(cfg, input_dim, depth, rngs):
+        return MODELS["mlp"](cfg, input_dim, 2, rngs)
+
+    try:
+        cfg = Config(model="test_two_layer", depths=(5,)).validate()
+        assert build_network(cfg, D, 5, jax.random.PRNGKey(0)).depth == 2
+    finally:
+        del MODELS["test_two_layer"]
+    with pytest.raises(ValueError, match="model='test_two_layer' is not one of"):
+        Config(model="test_two_layer").validate()
 
 
 def test_weight_matrices_of_padded_params_keep_the_first_L():

@@ -51,7 +51,7 @@ def test_paper_preset_without_data_exits_2(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
-    assert "cifar10" in err and "Looked in" in err and "--data-dir" in err
+    assert "CIFAR-10" in err and "Looked in" in err and "--data-dir" in err
     assert not (tmp_path / "paper" / "results.json").exists()
 
 

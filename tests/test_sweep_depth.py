@@ -25,7 +25,7 @@ def test_writes_its_files_and_resumes_only_the_same_config(tmp_path):
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [(r["depth"], r["seed"]) for r in saved] == [(3, 0), (3, 1), (4, 0), (4, 1)]
     assert all(len(r["compression"]) == r["depth"] for r in saved)
-    assert all(r["theory"]["ratio"] > 0 for r in saved)  # linear, orthogonal, MSE: theory applies
+    assert all(r["theory"]["rho"] > 0 for r in saved)  # linear, orthogonal, MSE: theory applies
     # same config: --resume picks up the checkpoints and reproduces the results
     again = sweep_depth.main(["--workdir", wd, "--resume", *TINY])
     assert [r["compression"] for r in again] == [r["compression"] for r in runs]

@@ -1,0 +1,159 @@
+"""The schema of results.json records (TypedDicts): what the experiments write and what the
+summaries and plots read. Per-layer lists are indexed by layer l = 0..L-1 (0 = the input; the
+logits are not a layer). Floats that were NaN or inf are written as null (None)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class FitRecord(TypedDict, total=False):
+    """``fits.fit_record``: geometric fits carry ``ratio``, linear fits ``slope``."""
+
+    ratio: float
+    slope: float
+    r2: float
+    pearson_r: float
+    start: int  # the fit uses layers start..L-1
+
+
+class ClosedForm(TypedDict):
+    """The min-norm balanced network's own measured profile (``theory.min_norm_balanced``)."""
+
+    compression: list[float]
+    discrimination: list[float]
+    fitted_ratio: float | None
+    r2: float | None
+
+
+class TheoryReference(TypedDict):
+    """Wang et al.'s prediction for one (setting, depth): ``analysis.theory_reference``."""
+
+    samples_per_class: int
+    rho: float  # orthonormal-limit rate xi^2 alpha^(2/L) / n^(1/L)
+    fitted_ratio: float | None  # exact finite-data prediction, fitted over l = 1..L-1
+    compression: list[float] | None  # exact finite-data C_l
+    discrimination: list[float] | None  # exact finite-data D_l
+    closed_form: ClosedForm | None
+    notes: list[str]
+
+
+class RunRecord(TypedDict):
+    """One trained (depth, seed) of a sweep (``sweep.run_sweep``), one entry of sweep_depth's
+    results.json."""
+
+    depth: int
+    seed: int
+    status: str  # "ok" | "diverged"
+    converged: bool
+    epochs_trained: int
+    final_loss: float | None
+    train_accuracy: float | None
+    compression: list[float | None]
+    discrimination: list[float | None]
+    nc1: list[float | None]
+    fuzziness: list[float | None]
+    compression_fit: FitRecord | None
+    discrimination_fit: FitRecord | None
+    theory: TheoryReference | None
+
+
+class SeedStats(TypedDict):
+    """Mean and sample std (ddof 1) over seeds of one quantity; None where undefined."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+
+class MeasuredPoint(TypedDict):
+    """The trained fitted ratios of one (setting, depth) over its seeds."""
+
+    seeds: list[int]
+    per_seed_fitted_ratio: list[float | None]
+    converged: list[bool]
+    status: list[str]
+    epochs_trained: list[int]
+    final_loss: list[float | None]
+    fitted_ratio_mean: float | None
+    fitted_ratio_std: float | None
+    fit_r2_min: float | None
+    layer_ratios_mean: list[float] | None
+    compression_per_seed: list[list[float | None]]
+
+
+class TheoryPoint(TypedDict):
+    """One (setting, depth) of experiments.theory_vs_practice."""
+
+    setting: str
+    init_scale: float
+    samples_per_class: int
+    loss_scale: float
+    depth: int
+    width: int
+    dataset: str
+    rho: float
+    in_regime: bool
+    predicted_fitted_ratio: float | None
+    predicted_compression: list[float] | None
+    closed_form: ClosedForm | None
+    measured: MeasuredPoint
+    status: str  # "ok" | "partial" | "unconverged" | "no_fit"
+    rel_error_rho: float | None
+    rel_error_predicted: float | None
+    closed_form_rel_error_predicted: float | None
+    notes: list[str]
+
+
+class AssumptionEntry(TypedDict, total=False):
+    """One trained net of experiments.assumptions (``theory.check_assumptions``)."""
+
+    sweep: str  # "depth" | "width"
+    depth: int
+    width: int
+    seed: int
+    converged: bool
+    status: str
+    epochs_trained: int
+    final_loss: float | None
+    min_norm_residual: float | None
+    min_norm_relative: float | None
+    balancedness: list[float | None]
+    balancedness_normalized: list[float | None]
+    balancedness_mean: float | None
+    balancedness_hidden_max: float | None
+    middle_singular_variance: float | None
+    middle_singular_range: list[list[float] | None]
+    orthonormality: float | None
+    note: str
+
+
+class Embedding(TypedDict):
+    layers: list[int]
+    labels: list[int]
+    coords: list[list[list[float]]]  # per layer: N x 2 principal coordinates
+    explained: list[list[float]]  # per layer: explained-variance fractions of the 2 axes
+
+
+class LayerRecord(TypedDict, total=False):
+    """One trained network of experiments.nonlinear, measured layer by layer."""
+
+    seed: int
+    depth: int
+    layers: list[int]
+    numerical_rank: list[int]
+    compression: list[float]
+    discrimination: list[float]
+    nc1: list[float]
+    fuzziness: list[float]
+    probe_train_accuracy: list[float]
+    probe_test_accuracy: list[float]
+    test_accuracy: float | None
+    fits: dict[str, FitRecord | None]  # compression_deep, discrimination_deep, *_all
+    embedding: Embedding
+    status: str
+    epochs_trained: int
+    final_loss: float | None
+    train_accuracy: float | None
+    bn_train: bool
+    checks: dict[str, bool]
