@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.typing import ArrayLike
 
 HI = jax.lax.Precision.HIGHEST
 Matvec = Callable[[jax.Array], jax.Array]
@@ -395,7 +396,7 @@ def linear_chain_spectra(
     """
     k = _positive_int("num_outliers", num_outliers)
 
-    def run(ws, h0_IxN):
+    def run(ws: list[jax.Array], h0_IxN: jax.Array) -> dict[str, jax.Array]:
         grads = jax.grad(data_loss_fn)(ws)
         feats, h = [], h0_IxN
         for w in ws:
@@ -448,7 +449,7 @@ def _gram_eigs(rows_MxP):
 def gauss_newton_split(
     logits_fn: Callable[[Any], jax.Array],
     params: Any,
-    labels_N: jax.Array,
+    labels_N: ArrayLike,
     num_classes: int,
     rtol: float = 1e-9,
 ) -> GaussNewtonSplit:
