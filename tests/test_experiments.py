@@ -12,6 +12,7 @@ MNIST10K = Path(__file__).resolve().parents[2] / "shared/datasets/mnist10k.npz"
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 TINY = {
+    "template": ["--epochs", "40"],
     "sweep_depth": ["--depths", "3,4", "--seeds", "2", "--epochs", "40", "--chunk-epochs", "20"],
     "theory_vs_practice": ["--settings", "0.3:10:100", "--depths", "4", "--seeds", "2"],
     "assumptions": ["--depths", "2", "--width", "60", "--widths", "", "--seeds", "2",
