@@ -11,7 +11,8 @@ results. ``Experiment.main(argv)`` does the rest:
    ``--config FILE`` (a run's own config.json, or a partial JSON object) <- flags;
 2. validation of every value (type, range, choices, distinct list entries) before any compute;
    a bad value, missing data or a busy work directory exit 2 with one line on stderr;
-3. the work directory (``pnc_jax.workdir``), claimed for this run;
+3. the work directory (``pnc_jax.workdir``), claimed for this run, and the persistent
+   compilation cache (``pnc_jax.compilation_cache``);
 4. SIGINT / SIGTERM: the sweeps checkpoint and the run exits 130 / 143 with a one-line hint
    (``pnc_jax.signals``).
 """
@@ -233,6 +234,9 @@ class Experiment(Generic[S]):
         run.add_argument("--workers", type=int, default=0,
                          help="host threads that train at once; 0: one per CPU core on CPU, "
                               "1 on GPU/TPU (default: 0)")
+        run.add_argument("--compilation-cache", default=None, metavar="DIR|off",
+                         help="persistent compilation cache folder, or off (default: "
+                              "$PNC_COMPILATION_CACHE, else ~/.cache/pnc_jax/xla)")
         run.add_argument("--distributed", action="store_true",
                          help="call jax.distributed.initialize() first (multi-host runs)")
         names = ", ".join(f"{k} ({((v.__doc__ or '').strip().splitlines() or [''])[0]})"
@@ -269,7 +273,7 @@ class Experiment(Generic[S]):
 
     def main(self, argv=None):
         """Parse, validate, claim the work directory, run; exit 2 on bad input."""
-        from pnc_jax import signals
+        from pnc_jax import compilation_cache, signals
 
         ctx = None
         try:
@@ -277,6 +281,7 @@ class Experiment(Generic[S]):
             if args.distributed:
                 jax.distributed.initialize()
             workdir = Workdir(args.workdir, overwrite=args.overwrite, resume=args.resume)
+            compilation_cache.enable(args.compilation_cache)
             jax.config.update("jax_enable_x64", True)  # metrics are float64; models keep dtype
             ctx = RunContext(self.name, preset, settings, workdir, args.resume,
                              not args.no_progress, args.depth_strategy, args.workers)
