@@ -1,35 +1,87 @@
 """pnc_jax: layerwise feature compression and discrimination in deep networks, in JAX.
 
-Modules (data flows one way): config -> data -> models -> losses/optim -> train -> sweep ->
-metrics -> workdir/checkpoint -> plots. Metric code computes in float64: enable it with
-``jax.config.update("jax_enable_x64", True)`` (the experiments do) before calling it.
+For your own JAX project::
+
+    import pnc_jax as pj
+    out = pj.report(features, labels_N, num_classes, logits=logits)  # every metric, every layer
+    c = pj.metrics.compression(h_NxM, labels_N, num_classes)
+    pj.fits.geometric_fit(out["compression"])
+
+Metrics compute in float64 whatever ``jax_enable_x64`` says (``metrics.float64_scope``).
+Importing pnc_jax loads jax and the metric modules only (no flax/optax/orbax/matplotlib) and
+leaves XLA_FLAGS alone; the training stack (``pnc_jax.train``, ``pnc_jax.sweep``, ...) loads on
+first use. Modules (data flows one way): config -> data -> models -> losses/optim -> train ->
+sweep -> metrics/report -> workdir/checkpoint -> plots.
 """
 
-import os
-from importlib import metadata
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pnc_jax import fits, metrics
+from pnc_jax.fits import fit_record, geometric_fit, linear_fit
+from pnc_jax.metrics import (
+    ClassSums,
+    ResidualStats,
+    class_sums_init,
+    class_sums_update,
+    compression,
+    discrimination,
+    float64_scope,
+    layerwise,
+    metrics_from_stats,
+    nc1,
+    nc2,
+    nc3,
+    nc4,
+    numerical_rank,
+    residual_stats_init,
+    residual_stats_update,
+    separation_fuzziness,
+    streaming_metrics,
+)
+
+# ``report`` is the function (the module pnc_jax.report stays importable with
+# ``from pnc_jax.report import ...``): bound after the submodule import on purpose.
+from pnc_jax.report import report, streaming_report  # noqa: I001
 
 __version__ = "0.1.0"
 
+__all__ = [
+    "ClassSums",
+    "ResidualStats",
+    "class_sums_init",
+    "class_sums_update",
+    "compression",
+    "discrimination",
+    "fit_record",
+    "fits",
+    "float64_scope",
+    "geometric_fit",
+    "layerwise",
+    "linear_fit",
+    "metrics",
+    "metrics_from_stats",
+    "nc1",
+    "nc2",
+    "nc3",
+    "nc4",
+    "numerical_rank",
+    "report",
+    "residual_stats_init",
+    "residual_stats_update",
+    "separation_fuzziness",
+    "streaming_metrics",
+    "streaming_report",
+]
 
-def _avoid_xla_cpu_deadlock() -> None:
-    """jaxlib 0.10.x on CPU: a vmapped scan of the sweep (e.g. depths 2..8 x 5 seeds) hangs for
-    ever in about half of the runs, every thread idle, under XLA's concurrency-optimised
-    scheduler (seen on 2-core machines); turning that scheduler off cures it. With several
-    forced host devices (``--xla_force_host_platform_device_count``, used to test sharding) a
-    sweep of 3+ models per device still hangs unless Eigen's intra-op threading is off too.
-    Only effective before JAX creates its CPU client, hence here; only for the versions where
-    the flags are known to exist (an unknown flag in XLA_FLAGS aborts XLA)."""
-    try:
-        version = metadata.version("jaxlib")
-    except metadata.PackageNotFoundError:
-        return
-    flags = os.environ.get("XLA_FLAGS", "")
-    if not version.startswith("0.10.") or "concurrency_optimized_scheduler" in flags:
-        return
-    extra = ["--xla_cpu_enable_concurrency_optimized_scheduler=false"]
-    if "xla_force_host_platform_device_count" in flags:
-        extra += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
-    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+# Loaded on first attribute access (``pj.features``): they pull in flax, optax, orbax, ...
+_LAZY = ("checkpoint", "cli", "config", "data", "features", "losses", "models", "optim", "plots",
+         "probe", "progress", "sharding", "sweep", "train", "workdir", "xla_cpu")
 
 
-_avoid_xla_cpu_deadlock()
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"pnc_jax.{name}")
+    raise AttributeError(f"module 'pnc_jax' has no attribute {name!r}")

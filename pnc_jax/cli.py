@@ -39,6 +39,9 @@ from pnc_jax.config import (
     to_json,
 )
 from pnc_jax.workdir import Workdir
+from pnc_jax.xla_cpu import avoid_cpu_deadlock
+
+avoid_cpu_deadlock()  # before JAX starts its CPU client (a jaxlib 0.10 CPU hang: xla_cpu)
 
 S = TypeVar("S")
 

@@ -2,16 +2,16 @@
 
 Never holds the N x width x depth feature array: batches of inputs go through ``trainer.apply``
 (jitted and vmapped over the model axis of a sweep's stacked ``TrainState``), and per layer only
-O(K m + m^2) float64 statistics are kept:
+the O(K m + m^2) float64 accumulators of ``pnc_jax.report`` are kept:
 
-- pass 1: ``metrics.ClassSums`` (class counts and sums) and the uncentred Gram H_l^T H_l (m x m);
-- pass 2, given the class means: ``metrics.ResidualStats`` (two-pass residuals).
+- pass 1: ``report.LayerSums`` (class counts and sums, the uncentred Gram H_l^T H_l);
+- pass 2, given the class means: ``report.LayerResiduals`` (two-pass residuals, NC4 mismatches
+  against the network's own logits).
 
-``layer_metrics`` turns them into compression C_l, discrimination D_l, NC1, separation fuzziness
-(``metrics.metrics_from_stats``, the same formulas as the in-memory metrics) and the numerical rank.
-The rank needs the singular values of H_l (N x m): they are the square roots of the eigenvalues of
-the Gram (clipped at 0). A Gram eigenvalue is exact to ~eps * s_max^2, so a singular value is exact
-to ~1e-8 s_max; the 95%-energy rank is a sum of singular values and does not notice.
+``layer_metrics`` turns them into the report's per-layer values (``report.layer_values``: the same
+formulas, keys and float64 precision as ``pnc_jax.metrics`` and ``pnc_jax.report``), the numerical
+rank from the Gram's eigenvalues. The forward pass runs in the caller's precision mode, the
+statistics in ``metrics.float64_scope``.
 
 BatchNorm: ``bn_train=False`` (default) uses the running statistics (``model.eval()``);
 ``bn_train=True`` normalises every batch with its own statistics (He & Su's protocol), so the
@@ -24,15 +24,16 @@ features then depend on ``batch_size`` and on the order of x: both are recorded 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pnc_jax import metrics
+from pnc_jax.metrics import rank_from_gram, rank_from_singular_values
+from pnc_jax.report import layer_init, layer_residuals_update, layer_sums_update, layer_values
 
-F64 = jnp.float64
-HI = jax.lax.Precision.HIGHEST
 DEFAULT_BATCH = 1000
 
 __all__ = [
@@ -42,20 +43,6 @@ __all__ = [
     "rank_from_gram",
     "rank_from_singular_values",
 ]
-
-
-def rank_from_singular_values(s, energy: float = 0.95):
-    """Smallest r with sum_{i<=r} s_i >= energy * sum_i s_i (s in any order), int32."""
-    s = jnp.sort(jnp.asarray(s, F64))[::-1]
-    cum = jnp.cumsum(s)
-    r = jnp.sum(cum < energy * cum[-1]) + 1
-    return jnp.minimum(r, s.shape[0]).astype(jnp.int32)
-
-
-def rank_from_gram(gram_MxM, energy: float = 0.95):
-    """Numerical rank of H from its Gram H^T H: singular values sqrt(max(eig, 0))."""
-    lam = jnp.linalg.eigvalsh(jnp.asarray(gram_MxM, F64))
-    return rank_from_singular_values(jnp.sqrt(jnp.maximum(lam, 0.0)), energy)
 
 
 def _stacked(state):
@@ -73,11 +60,11 @@ def _batches(n: int, batch_size: int):
 
 
 def _features(trainer, bn_train, params, stats, depth, x):
-    """[h_l of shape (P, B, m_l)] of every model (params/stats/depth with a model axis P)."""
+    """(logits (P, B, K), [h_l of shape (P, B, m_l)]) of every model (a model axis P)."""
 
     def one(params, stats, depth):
-        _, feats, _ = trainer.apply(params, stats, x, depth, bn_train)
-        return feats
+        logits, feats, _ = trainer.apply(params, stats, x, depth, bn_train)
+        return logits, feats
 
     return jax.vmap(one)(params, stats, depth)
 
@@ -87,36 +74,37 @@ _STATIC = ("trainer", "bn_train")
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _features_jit(params, stats, depth, x, *, trainer, bn_train):
-    return _features(trainer, bn_train, params, stats, depth, x)
+    return _features(trainer, bn_train, params, stats, depth, x)[1]
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _pass1(acc, params, stats, depth, x, labels, *, trainer, bn_train):
-    """Add a batch to every layer's (ClassSums, Gram) of every model."""
-    update = jax.vmap(metrics.class_sums_update, in_axes=(0, 0, None))
-    out = []
-    hs = _features(trainer, bn_train, params, stats, depth, x)
-    for (sums, gram), h in zip(acc, hs, strict=True):
-        h = h.astype(F64)
-        out.append((update(sums, h, labels),
-                    gram + jnp.einsum("pbm,pbn->pmn", h, h, precision=HI)))
-    return out
+def _forward(x64, trainer, bn_train, params, stats, depth, x):
+    """The forward pass in the caller's precision mode (we are traced inside float64_scope)."""
+    with jax.enable_x64(x64):
+        return _features(trainer, bn_train, params, stats, depth, x)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _pass2(acc, sums_all, params, stats, depth, x, labels, *, trainer, bn_train):
-    """Add a batch to every layer's ResidualStats (about the final class means)."""
-    update = jax.vmap(metrics.residual_stats_update, in_axes=(0, 0, None, 0))
-    hs = _features(trainer, bn_train, params, stats, depth, x)
-    return [update(r, h.astype(F64), labels, s) for r, s, h in zip(acc, sums_all, hs, strict=True)]
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "x64"))
+def _pass1(acc, params, stats, depth, x, labels, *, trainer, bn_train, x64):
+    """Add a batch to every layer's ``LayerSums`` of every model."""
+    _, hs = _forward(x64, trainer, bn_train, params, stats, depth, x)
+    update = jax.vmap(layer_sums_update, in_axes=(0, 0, None, None))
+    return [update(a, h, labels, None) for a, h in zip(acc, hs, strict=True)]
 
 
-@functools.partial(jax.jit, static_argnames="energy")
-def _finish(sums_all, res_all, grams, *, energy):
-    per_model = jax.vmap(metrics.metrics_from_stats)
-    out = [per_model(s, r) for s, r in zip(sums_all, res_all, strict=True)]
-    ranks = [jax.vmap(lambda g: rank_from_gram(g, energy))(g) for g in grams]
-    return out, ranks
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "x64"))
+def _pass2(acc, sums_all, params, stats, depth, x, labels, *, trainer, bn_train, x64):
+    """Add a batch to every layer's ``LayerResiduals`` (about the final class means)."""
+    logits, hs = _forward(x64, trainer, bn_train, params, stats, depth, x)
+    update = jax.vmap(layer_residuals_update, in_axes=(0, 0, None, 0, None, 0))
+    return [update(a, h, labels, s, None, logits)
+            for a, s, h in zip(acc, sums_all, hs, strict=True)]
+
+
+@functools.partial(jax.jit, static_argnames=("energy", "center"))
+def _finish(p1, p2, *, energy, center):
+    values = functools.partial(layer_values, center=center, energy=energy, logits=True)
+    return [jax.vmap(lambda a, b: values(a.sums, a.gram, b))(a, b)  # noqa: B023
+            for a, b in zip(p1, p2, strict=True)]
 
 
 def _check(x_NxD, labels_N, num_classes, batch_size):
@@ -131,41 +119,42 @@ def _check(x_NxD, labels_N, num_classes, batch_size):
 
 def layer_metrics(trainer, state, x_NxD, labels_N, num_classes: int, *,
                   batch_size: int = DEFAULT_BATCH, bn_train: bool = False,
-                  energy: float = 0.95) -> dict:
+                  energy: float = 0.95, center: str = "sample") -> dict[str, Any]:
     """Per-layer metrics of every model of ``state`` (a ``TrainState``, stacked or single).
 
     Returns numpy arrays of shape (P, L) (or (L,) for a single model), L = the trainer's padded
     depth; entries at layers l >= a model's depth repeat its last layer (pad-and-mask): cut them
-    with ``[:depth]``. Keys: compression, discrimination, nc1, fuzziness, numerical_rank (int),
-    plus ``bn_train`` and ``batch_size`` (as used). Feature dtype: the model's; statistics float64.
+    with ``[:depth]``. Keys (as ``pnc_jax.report``): compression, discrimination, nc1, fuzziness,
+    nc2_equinorm, nc2_equiangularity, nc2_max_angle_gap, nc4 (against the network's logits),
+    numerical_rank (int), plus ``bn_train`` and ``batch_size`` (as used). mu_G per ``center``.
+    Feature dtype: the model's; statistics float64.
     """
     k = _check(x_NxD, labels_N, num_classes, batch_size)
+    center = metrics._check_center(center)
+    x64 = bool(jax.enable_x64.value)  # the caller's mode (thread-local), for the forward pass
     params, stats, depth, squeeze = _stacked(state)
     x = jnp.asarray(x_NxD)
     labels = jnp.asarray(labels_N, jnp.int32)
     spans = _batches(x.shape[0], batch_size)
-    static = {"trainer": trainer, "bn_train": bool(bn_train)}
+    static = {"trainer": trainer, "bn_train": bool(bn_train), "x64": x64}
     models = (params, stats, depth)
 
     num_models = len(depth)
-    widths = [h.shape[-1] for h in jax.eval_shape(
-        functools.partial(_features, trainer, bn_train), *models, x[:1])]
-    rep = lambda a: jnp.broadcast_to(a, (num_models, *a.shape))  # noqa: E731
-    acc = [(jax.tree.map(rep, metrics.class_sums_init(k, m)), jnp.zeros((num_models, m, m), F64))
-           for m in widths]
-    for a, b in spans:
-        acc = _pass1(acc, *models, x[a:b], labels[a:b], **static)
-    sums_all = [s for s, _ in acc]
-    res = [jax.tree.map(rep, metrics.residual_stats_init(k)) for _ in widths]
-    for a, b in spans:
-        res = _pass2(res, sums_all, *models, x[a:b], labels[a:b], **static)
-    out, ranks = jax.device_get(_finish(sums_all, res, [g for _, g in acc], energy=float(energy)))
+    _, shapes = jax.eval_shape(functools.partial(_features, trainer, bn_train), *models, x[:1])
+    widths = [h.shape[-1] for h in shapes]
+    with metrics.float64_scope():
+        rep = lambda a: jnp.broadcast_to(a, (num_models, *a.shape))  # noqa: E731
+        p1 = [jax.tree.map(rep, layer_init(k, m, rank=True)[0]) for m in widths]
+        for a, b in spans:
+            p1 = _pass1(p1, *models, x[a:b], labels[a:b], **static)
+        sums_all = [s.sums for s in p1]
+        p2 = [jax.tree.map(rep, layer_init(k, m, rank=False)[1]) for m in widths]
+        for a, b in spans:
+            p2 = _pass2(p2, sums_all, *models, x[a:b], labels[a:b], **static)
+        out = jax.device_get(_finish(p1, p2, energy=float(energy), center=center))
 
-    names = {"compression": "compression", "discrimination": "discrimination", "nc1": "nc1",
-             "separation_fuzziness": "fuzziness"}
-    result = {new: np.stack([np.asarray(o[old], np.float64) for o in out], axis=1)
-              for old, new in names.items()}
-    result["numerical_rank"] = np.stack([np.asarray(r) for r in ranks], axis=1)
+    result: dict[str, Any] = {
+        name: np.stack([np.asarray(o[name]) for o in out], axis=1) for name in out[0]}
     if squeeze:
         result = {name: v[0] for name, v in result.items()}
     result["bn_train"] = bool(bn_train)

@@ -1,7 +1,8 @@
-"""Fits of layerwise profiles (science.md, section 1 "Fits"), float64, jit-able and vmappable.
+"""Fits of layerwise profiles (science.md, section 1 "Fits"), float64, jit/vmap/grad-able.
 
-``values`` is a 1-D array over layers l = 0..L-1; the fit uses l = start..L-1 (``start`` static,
-default 1: the input layer is left out). Under ``jax.vmap`` ``values`` is one model's profile.
+``values_L`` is a 1-D array over layers l = 0..L-1; the fit uses l = start..L-1 (``start``
+static, default 1: the input layer is left out). Under ``jax.vmap`` it is one model's profile.
+Computed in float64 whatever the caller's ``jax_enable_x64`` (``metrics.run_in_float64``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import operator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
+
+from pnc_jax.metrics import run_in_float64
 
 F64 = jnp.float64
 
 __all__ = ["fit_record", "geometric_fit", "linear_fit"]
 
 
-def _check(values, start) -> int:
+def _check(values: ArrayLike, start: int) -> int:
     if isinstance(start, bool):
         raise ValueError(f"start must be a static int >= 0, got {start!r}")
     try:
@@ -36,7 +40,7 @@ def _check(values, start) -> int:
     return start
 
 
-def _least_squares(y, start: int) -> dict:
+def _least_squares(y: jax.Array, start: int) -> dict[str, jax.Array]:
     """Least squares y_l ~ slope * l + intercept over l = start..start+len(y)-1 (centred sums)."""
     x = start + jnp.arange(y.shape[0], dtype=F64)
     xc, yc = x - x.mean(), y - y.mean()
@@ -61,22 +65,22 @@ def _geometric(values, start):
     return {"ratio": jnp.exp(fit["slope"]), **fit}
 
 
-def linear_fit(values, start: int = 1) -> dict:
+def linear_fit(values_L: ArrayLike, start: int = 1) -> dict[str, jax.Array]:
     """Least squares of values_l on l (l >= start): slope, intercept (at l = 0), r2, pearson_r."""
-    return _linear(values, _check(values, start))
+    return run_in_float64(_linear, values_L, start=_check(values_L, start))
 
 
-def geometric_fit(values, start: int = 1) -> dict:
+def geometric_fit(values_L: ArrayLike, start: int = 1) -> dict[str, jax.Array]:
     """Least squares of log(values_l) on l (l >= start): ratio = exp(slope), slope, intercept
     (of the log, at l = 0), r2, pearson_r. Non-positive values give NaN."""
-    return _geometric(values, _check(values, start))
+    return run_in_float64(_geometric, values_L, start=_check(values_L, start))
 
 
-def fit_record(values, kind: str, start: int = 1) -> dict | None:
+def fit_record(values_L: ArrayLike, kind: str, start: int = 1) -> dict | None:
     """JSON-ready fit of a host profile over l = start..L-1: geometric -> {ratio, r2, pearson_r},
     linear -> {slope, r2, pearson_r}, plus ``start``. None with < 2 points, a non-finite value or
     (geometric) a value <= 0."""
-    values = np.asarray(values, np.float64)
+    values = np.asarray(values_L, np.float64)
     tail = values[start:]
     if tail.size < 2 or not np.all(np.isfinite(tail)):
         return None

@@ -27,6 +27,9 @@ from pnc_jax.progress import Progress
 from pnc_jax.sharding import model_mesh, model_sharding, pad_models, replicate, shard_models
 from pnc_jax.train import DIVERGED, RUNNING, STATUS_NAMES, dtype_of, make_trainer
 from pnc_jax.workdir import Workdir, json_float
+from pnc_jax.xla_cpu import avoid_cpu_deadlock
+
+avoid_cpu_deadlock()  # before JAX starts its CPU client (a jaxlib 0.10 CPU hang: xla_cpu)
 
 CHECKPOINT_SECONDS = 30.0
 

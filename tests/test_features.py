@@ -110,7 +110,7 @@ def test_rank_from_gram_equals_svd(shape, decay):
     s = np.linalg.svd(h, compute_uv=False)
     for energy in (0.5, 0.9, 0.99):
         assert int(features.rank_from_singular_values(s[::-1], energy)) == int(
-            metrics.numerical_rank(h, energy))
+            metrics.numerical_rank(h, energy=energy))
 
 
 def test_collect_features_pads_with_zeros(hybrid):
