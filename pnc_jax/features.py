@@ -100,8 +100,8 @@ def _pass2(acc, sums_all, params, stats, depth, x, labels, *, trainer, bn_train,
             for a, s, h in zip(acc, sums_all, hs, strict=True)]
 
 
-@functools.partial(jax.jit, static_argnames=("energy", "center"))
-def _finish(p1, p2, *, energy, center):
+@functools.partial(jax.jit, static_argnames="center")
+def _finish(p1, p2, energy, *, center):
     values = functools.partial(layer_values, center=center, energy=energy, logits=True)
     return [jax.vmap(lambda a, b: values(a.sums, a.gram, b))(a, b)  # noqa: B023
             for a, b in zip(p1, p2, strict=True)]
@@ -151,7 +151,7 @@ def layer_metrics(trainer, state, x_NxD, labels_N, num_classes: int, *,
         p2 = [jax.tree.map(rep, layer_init(k, m, rank=False)[1]) for m in widths]
         for a, b in spans:
             p2 = _pass2(p2, sums_all, *models, x[a:b], labels[a:b], **static)
-        out = jax.device_get(_finish(p1, p2, energy=float(energy), center=center))
+        out = jax.device_get(_finish(p1, p2, float(energy), center=center))
 
     result: dict[str, Any] = {
         name: np.stack([np.asarray(o[name]) for o in out], axis=1) for name in out[0]}

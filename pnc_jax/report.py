@@ -117,7 +117,7 @@ def layer_residuals_update(acc: LayerResiduals, h_NxM: jax.Array, labels_N: jax.
 
 
 def layer_values(sums: ClassSums, gram: jax.Array, res: LayerResiduals, *, center: str,
-                 energy: float, logits: bool) -> dict[str, jax.Array]:
+                 energy: ArrayLike, logits: bool) -> dict[str, jax.Array]:
     """The layer's scalars (report keys) from both passes; nc4 with ``logits``, numerical_rank
     when ``gram`` is not empty."""
     g = metrics._geometry(sums, center)
@@ -154,8 +154,8 @@ def _finish(per_layer: dict[str, jax.Array], sums_last: ClassSums, classifier, *
 # ----------------------------------------------------------------------------- in memory
 
 
-def _report(features, labels_N, mask, logits, classifier, *, num_classes: int, center: str,
-            energy: float, fit_start: int, rank: bool, runs: tuple[tuple[int, int], ...]):
+def _report(features, labels_N, mask, logits, classifier, energy, *, num_classes: int,
+            center: str, fit_start: int, rank: bool, runs: tuple[tuple[int, int], ...]):
     def layer(h_NxM):
         n, m = h_NxM.shape
         acc1, acc2 = layer_init(num_classes, m, rank=False)
@@ -217,12 +217,12 @@ def report(features: Sequence[ArrayLike], labels_N: ArrayLike, num_classes: int,
     center = _check_options(center, energy, fit_start)
     runs = tuple(metrics.equal_shape_runs([tuple(np.shape(h)) for h in features]))
     return metrics.run_in_float64(
-        _report_jit, features, labels_N, mask, logits, classifier, num_classes=k, center=center,
-        energy=float(energy), fit_start=fit_start, rank=bool(rank), runs=runs)
+        _report_jit, features, labels_N, mask, logits, classifier, energy, num_classes=k,
+        center=center, fit_start=fit_start, rank=bool(rank), runs=runs)
 
 
-_report_jit = jax.jit(_report, static_argnames=("num_classes", "center", "energy", "fit_start",
-                                                "rank", "runs"))
+_report_jit = jax.jit(_report, static_argnames=("num_classes", "center", "fit_start", "rank",
+                                                "runs"))
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -240,9 +240,9 @@ def _stream_pass2(acc: list[LayerResiduals], features, labels_B, sums: list[Clas
             for a, h, s in zip(acc, features, sums, strict=True)]
 
 
-@functools.partial(jax.jit, static_argnames=("center", "energy", "fit_start", "logits"))
-def _stream_finish(p1: list[LayerSums], p2: list[LayerResiduals], classifier, *, center: str,
-                   energy: float, fit_start: int, logits: bool) -> dict[str, Any]:
+@functools.partial(jax.jit, static_argnames=("center", "fit_start", "logits"))
+def _stream_finish(p1: list[LayerSums], p2: list[LayerResiduals], classifier, energy, *,
+                   center: str, fit_start: int, logits: bool) -> dict[str, Any]:
     values = [layer_values(a.sums, a.gram, b, center=center, energy=energy, logits=logits)
               for a, b in zip(p1, p2, strict=True)]
     per_layer = jax.tree.map(lambda *v: jnp.stack(v), *values)
@@ -306,5 +306,5 @@ def streaming_report(batches_fn: Callable[[], Iterable[Sequence[Any]]], num_clas
         seen += np.shape(labels)[0]
     if seen != rows:
         raise ValueError(f"batches_fn() gave {rows} samples in pass 1 but {seen} in pass 2")
-    return _stream_finish(p1, p2, classifier, center=center, energy=float(energy),
-                          fit_start=fit_start, logits=has_logits)
+    return _stream_finish(p1, p2, classifier, energy, center=center, fit_start=fit_start,
+                          logits=has_logits)
