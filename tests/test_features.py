@@ -45,11 +45,14 @@ def _one(state, i):
 def _reference(trainer, state, x, y, batch, bn_train):
     """In-memory features (batch by batch, as BatchNorm in train mode needs) and metrics."""
     apply = jax.jit(trainer.apply, static_argnums=4)
-    parts = [apply(state.params, state.stats, x[a:a + batch], state.depth, bn_train)[1]
+    parts = [apply(state.params, state.stats, x[a:a + batch], state.depth, bn_train)[:2]
              for a in range(0, N, batch)]
-    hs = [np.concatenate([np.asarray(p[l]) for p in parts]) for l in range(int(state.depth))]
+    hs = [np.concatenate([np.asarray(p[1][l]) for p in parts]) for l in range(int(state.depth))]
+    logits = np.concatenate([np.asarray(p[0]) for p in parts])
     out = {name: np.array([float(fn(h, y, K)) for h in hs]) for name, fn in NAMES.items()}
     out["numerical_rank"] = np.array([int(metrics.numerical_rank(h)) for h in hs])
+    out.update(metrics.layerwise(metrics.nc2, hs, y, K))
+    out["nc4"] = metrics.layerwise(metrics.nc4, hs, y, K, logits=logits)
     return out, hs
 
 
@@ -74,7 +77,7 @@ def test_streaming_equals_in_memory(hybrid, bn_train):
     assert got["compression"].shape == (2, 4)
     for i, depth in enumerate((3, 4)):
         ref, _ = _reference(trainer, _one(state, i), x, y, BATCH, bn_train)
-        for name in NAMES:
+        for name in (*NAMES, "nc2_equinorm", "nc2_equiangularity", "nc2_max_angle_gap", "nc4"):
             np.testing.assert_allclose(got[name][i, :depth], ref[name], rtol=RTOL, err_msg=name)
         np.testing.assert_array_equal(got["numerical_rank"][i, :depth], ref["numerical_rank"])
 
@@ -96,6 +99,20 @@ def test_single_model_full_batch():
     ref, _ = _reference(trainer, single, x, y, N, False)
     for name in NAMES:
         np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, err_msg=name)
+
+
+def test_float32_model_without_x64():
+    """A caller with x64 off: the forward pass stays float32, the statistics float64 (the same
+    numbers as with x64 on, whose float32 forward pass is the same computation)."""
+    x, y = _data(3)
+    trainer, state = _models(kind="linear", depths=(3,), dtype="float32")
+    single = _one(state, 0)
+    want = features.layer_metrics(trainer, single, x, y, K, batch_size=BATCH)
+    with jax.enable_x64(False):
+        got = features.layer_metrics(trainer, single, x, y, K, batch_size=BATCH)
+        assert not jax.config.jax_enable_x64
+    for name in (*NAMES, "nc4"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-9, err_msg=name)
 
 
 @pytest.mark.parametrize("shape,decay", [((300, 40), 0.9), ((30, 50), 0.8), ((500, 64), 0.97)])
