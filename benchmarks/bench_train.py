@@ -117,11 +117,11 @@ def main():
     n_models = len(cfg.runs())
     steps = n_models * epochs
     print(f"devices: {jax.devices()}  mesh: {model_mesh().size}")
-    threads = default_threads()
+    threads = default_threads()  # 1 on accelerators: the threaded rows would repeat these
     pad1 = time_grid(cfg, epochs, "pad")
-    pad = time_grid(cfg, epochs, "pad", threads)
+    pad = time_grid(cfg, epochs, "pad", threads) if threads > 1 else pad1
     group1 = time_grid(cfg, epochs, "group")
-    group = time_grid(cfg, epochs, "group", threads)
+    group = time_grid(cfg, epochs, "group", threads) if threads > 1 else group1
     loop = time_loop(cfg, epochs)
     print(f"default grid: {n_models} models x {epochs} epochs (depths {cfg.depths}, width "
           f"{cfg.width}), {threads} host threads")
