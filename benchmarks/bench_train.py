@@ -19,12 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import pnc_jax  # noqa: F401  (sets XLA flags before JAX starts its CPU client)
 from pnc_jax.config import Config
 from pnc_jax.data import nearly_orthonormal
 from pnc_jax.sharding import model_mesh, padded_count
 from pnc_jax.sweep import default_threads, depth_groups, resolve_strategy, run_all, thread_plan
 from pnc_jax.train import make_trainer
+from pnc_jax.xla_cpu import avoid_cpu_deadlock
+
+avoid_cpu_deadlock()  # before JAX starts its CPU client (import pnc_jax no longer does it)
 
 
 def _data(cfg):
