@@ -2,8 +2,11 @@
 
 ``run_sweep`` is what ``experiments.sweep_depth`` (and the other experiments) call. The grid is
 trained in compiled chunks of ``cfg.chunk_epochs`` epochs; between chunks the host logs the
-losses to metrics.jsonl, updates the progress line, checkpoints for ``--resume`` and stops early
-once every model has converged or diverged.
+losses to metrics.jsonl, updates the progress line, checkpoints for ``--resume`` (every
+``CHECKPOINT_CHUNKS`` chunks counted from epoch 0, so every process decides alike, and at the
+end) and stops early once every model has converged or diverged, or when a SIGINT / SIGTERM
+asks it to (``signals``: each group then checkpoints first). Every checkpoint carries a
+fingerprint of its group (config, runs, data); a resume refuses a checkpoint of another run.
 
 On CPU, XLA runs a small model's matmuls on one core, so the host threads train at once: one
 per core (``thread_plan``: depth groups first; threads left over split a group's models into
@@ -11,17 +14,19 @@ equal parts). Accelerators run one program at a time. The numbers do not depend 
 up to float rounding (a part is vmapped over fewer models).
 """
 
+import hashlib
+import json
 import os
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pnc_jax import checkpoint, fits, metrics
+from pnc_jax import checkpoint, fits, metrics, signals
 from pnc_jax.config import Config
 from pnc_jax.progress import Progress
 from pnc_jax.sharding import model_mesh, model_sharding, pad_models, replicate, shard_models
@@ -31,7 +36,10 @@ from pnc_jax.xla_cpu import avoid_cpu_deadlock
 
 avoid_cpu_deadlock()  # before JAX starts its CPU client (a jaxlib 0.10 CPU hang: xla_cpu)
 
-CHECKPOINT_SECONDS = 30.0
+# a depth group checkpoints after every CHECKPOINT_CHUNKS-th chunk (epochs counted from 0, so
+# the decision is the same in every process and after a resume), when stopped, and at the end;
+# a save costs ~0.05-0.1 s, a chunk of the default grid ~0.03 s
+CHECKPOINT_CHUNKS = 10
 
 
 def resolve_strategy(depth_strategy: str) -> str:
@@ -51,6 +59,18 @@ def depth_groups(cfg: Config, depth_strategy: str = "auto") -> list[tuple[int, .
         raise ValueError(f"depth_strategy={depth_strategy!r} is not 'auto', 'pad' or 'group'")
     deep = tuple(d for d in cfg.depths if d > 1)
     return [g for g in ((1,) if 1 in cfg.depths else (), deep) if g]
+
+
+def fingerprint(cfg: Config, runs, x_NxD, labels_N) -> str:
+    """SHA-256 of what a depth group's training depends on: the config, the group's (depth,
+    seed) runs and the data (values, dtype, shape). Stored with its checkpoints."""
+    digest = hashlib.sha256(json.dumps({"config": cfg.to_json(), "runs": runs},
+                                       sort_keys=True, default=list).encode())
+    for array in (x_NxD, labels_N):
+        array = np.ascontiguousarray(np.asarray(array))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def check_data(cfg: Config, x_NxD, labels_N) -> None:
@@ -105,7 +125,8 @@ def thread_plan(threads: int, group_sizes: list[int], mesh) -> tuple[int, list[i
     return at_once, [max(1, min(split, size)) for size in group_sizes]
 
 
-class _Group(NamedTuple):
+@dataclass(frozen=True)
+class _Group:
     """One depth group, traced and lowered on the main thread, trained on a worker."""
 
     index: int
@@ -113,10 +134,11 @@ class _Group(NamedTuple):
     runs: list
     columns: list[int]
     parts: int  # equal slices of the model axis, trained at once on host threads
-    state: object  # the group's models, padded to a multiple of devices x parts
+    state: Any  # the group's models, padded to a multiple of devices x parts
     epoch0: int
-    run_chunk: object  # jax.stages.Lowered for one part: (state, x, labels) -> (state, losses)
-    measure: object  # jax.stages.Lowered for one part: (state, x, labels) -> per-layer metrics
+    fingerprint: str  # of the group's config, runs and data, stored with its checkpoints
+    run_chunk: Any  # jax.stages.Lowered for one part: (state, x, labels) -> (state, losses)
+    measure: Any  # jax.stages.Lowered for one part: (state, x, labels) -> per-layer metrics
 
 
 def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
@@ -127,7 +149,10 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     ``records`` are results.json's runs in ``cfg.runs()`` order; ``states`` maps each depth group
     to its stacked final ``TrainState`` (padded model axis trimmed). ``workers`` host threads
     train at once (0 or None: ``default_threads``), split as ``thread_plan`` says; results do not
-    depend on it, and metrics.jsonl lines of different groups may interleave.
+    depend on it, and metrics.jsonl lines of different groups may interleave. ``resume``:
+    continue each group from its checkpoint in ``workdir`` (``ValueError`` naming it if it
+    belongs to another run). Inside ``signals.interruptible``, a SIGINT / SIGTERM stops every
+    group at its next chunk boundary with a checkpoint and raises ``signals.Interrupted``.
     """
     cfg.validate()
     check_data(cfg, x_NxD, labels_N)
@@ -139,7 +164,8 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     runs_of = [[r for r in all_runs if r[0] in group] for group in depth_sets]
     at_once, parts = thread_plan(workers or default_threads(), [len(r) for r in runs_of], mesh)
     groups = [_prepare(cfg, gi, group, runs_of[gi], all_runs, parts[gi], x, labels, mesh,
-                       workdir, resume) for gi, group in enumerate(depth_sets)]
+                       workdir, resume, fingerprint(cfg, runs_of[gi], x_NxD, labels_N))
+              for gi, group in enumerate(depth_sets)]
     bar = Progress(cfg.epochs, len(all_runs), enabled=progress)
     lock = threading.Lock()  # metrics.jsonl and orbax saves, one thread at a time
 
@@ -149,7 +175,8 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     # largest first, so the last group to start is a short one
     order = sorted(groups, key=lambda g: -max(g.depths) * len(g.runs))
     try:
-        done = run_all(train, order, at_once)
+        with signals.deferred():  # a signal stops the groups at their next chunk boundary
+            done = run_all(train, order, at_once)
     finally:
         bar.close()
     records, states = {}, {}
@@ -162,7 +189,7 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
 
 
 def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
-             resume) -> _Group:
+             resume, fprint) -> _Group:
     """Initial (or restored) states, and the training chunk and measurement of one part,
     lowered. Checkpoints hold the unpadded models, so a run resumes on any devices or threads."""
     trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=max(group))
@@ -173,9 +200,9 @@ def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
     state = jax.device_get(jax.vmap(trainer.init)(keys, depths))
     epoch0 = 0
     if workdir is not None and resume:
-        if (workdir.checkpoints / f"state_group{gi}").exists():
+        if checkpoint.exists(workdir.checkpoints / f"state_group{gi}"):
             saved = checkpoint.restore(workdir.checkpoints / f"state_group{gi}",
-                                       {"state": state, "epoch": 0})
+                                       {"state": state, "epoch": 0}, fingerprint=fprint)
             state, epoch0 = saved["state"], int(saved["epoch"])
         workdir.truncate_metrics(epoch0, group=gi)  # rows logged after the checkpoint
     # every leaf sharded on its model axis, as the compiled chunk takes and returns it
@@ -185,25 +212,29 @@ def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
                                  in_axes=(0, None, None)), out_shardings=model_sharding(mesh))
     measure = jax.jit(jax.vmap(trainer.measure, in_axes=(0, None, None)))
     return _Group(gi, group, runs, [all_runs.index(r) for r in runs], parts, state, epoch0,
-                  run_chunk.lower(part, x, labels), measure.lower(part, x, labels))
+                  fprint, run_chunk.lower(part, x, labels), measure.lower(part, x, labels))
 
 
 def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, stop):
     """Train one group in chunks (log, progress, checkpoint between them); measure it."""
     gi, n, state, epoch0 = group.index, len(group.runs), group.state, group.epoch0
     ckpt_path = None if workdir is None else workdir.checkpoints / f"state_group{gi}"
+    saved_epoch = group.epoch0
 
     def save_state():
-        with lock:
-            checkpoint.save(ckpt_path, {"state": _first(state, n), "epoch": epoch0})
+        nonlocal saved_epoch
+        if ckpt_path is not None and epoch0 != saved_epoch:
+            with lock:
+                checkpoint.save(ckpt_path, {"state": _first(state, n), "epoch": epoch0},
+                                fingerprint=group.fingerprint)
+            saved_epoch = epoch0
 
     run_chunk = _over_parts(group.run_chunk.compile(), group.parts)
     status = np.asarray(state.status)[:n]
-    last_save = time.time()
     while epoch0 < cfg.epochs and np.any(status == RUNNING):
-        if stop.is_set():  # another group failed or the run was interrupted: keep our epochs
-            if ckpt_path is not None and epoch0 > group.epoch0:
-                save_state()
+        # another group failed or a signal asked to stop: keep our epochs
+        if stop.is_set() or signals.requested() is not None:
+            save_state()
             return None
         state, losses = run_chunk(state, x, labels)
         losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
@@ -217,14 +248,14 @@ def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, st
         epoch0 += steps
         bar.update(epoch0, losses[steps - 1], int(np.sum(status == DIVERGED)),
                    int(np.sum(status != RUNNING)), group=gi)
-        if ckpt_path is not None and time.time() - last_save > CHECKPOINT_SECONDS:
+        if (epoch0 // cfg.chunk_epochs) % CHECKPOINT_CHUNKS == 0:
             save_state()
-            last_save = time.time()
     if ckpt_path is not None:
         save_state()
         with lock:
             checkpoint.save(workdir.checkpoints / f"final_group{gi}",
-                            _first({"params": state.params, "stats": state.stats}, n))
+                            _first({"params": state.params, "stats": state.stats}, n),
+                            fingerprint=group.fingerprint)
     measured = jax.device_get(_over_parts(group.measure.compile(), group.parts)(state, x, labels))
     return _first(state, n), measured
 
@@ -275,8 +306,8 @@ def run_all(fn, items, workers: int, stop: threading.Event | None = None) -> lis
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for f in done:
-                if f.exception() is not None:
-                    raise f.exception()
+                if (error := f.exception()) is not None:
+                    raise error
             return [f.result() for f in futures]
         except BaseException:
             stop.set()
@@ -292,22 +323,31 @@ def _scatter(values, columns, total):
 
 def load_run(workdir, depth: int, seed: int):
     """The trained ``Network`` (depth matrices, unpadded) of run (depth, seed) of a sweep's
-    work directory: ``model = load_run("runs/sweep_depth", 6, 0); logits, feats = model(x)``."""
+    work directory: ``model = load_run("runs/sweep_depth", 6, 0); logits, feats = model(x)``.
+    Only reads (a read-only or running work directory is fine); every error names its file."""
     from flax import nnx
 
-    from pnc_jax.config import replace_from_json
+    from pnc_jax.config import from_json
     from pnc_jax.train import build_network
 
-    wd = Workdir(workdir, resume=True)
-    saved = wd.read_json("config.json")
-    cfg = replace_from_json(Config(), saved["config"])
-    input_dim, num_samples = saved["data"]["input_dim"], saved["data"]["num_samples"]
+    wd = Workdir.read(workdir)
+    saved = wd.read_config()
+    try:
+        fields = saved["config"]
+        if set(fields) == {"train"}:  # an experiment's settings holding one Config
+            fields = fields["train"]
+        cfg = from_json(Config(), fields).validate()
+        input_dim, num_samples = int(saved["data"]["input_dim"]), int(saved["data"]["num_samples"])
+        strategy = (saved.get("run") or {}).get("depth_strategy") or saved["depth_strategy"]
+        groups = depth_groups(cfg, strategy)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{wd.file('config.json')} is not a sweep's config.json "
+                         f"({type(e).__name__}: {e})") from None
     if (depth, seed) not in cfg.runs():
         raise ValueError(f"run (depth={depth}, seed={seed}) is not in {cfg.runs()}")
     if cfg.dtype == "float64" and jax.dtypes.canonicalize_dtype(jnp.float64) != np.float64:
         raise ValueError(f"{wd.path} trained in float64: call "
                          "jax.config.update('jax_enable_x64', True) before load_run")
-    groups = depth_groups(cfg, saved["depth_strategy"])
     gi, group = next((i, g) for i, g in enumerate(groups) if depth in g)
     runs = [r for r in cfg.runs() if r[0] in group]
     trainer = make_trainer(cfg, input_dim, num_samples, max_depth=max(group))
