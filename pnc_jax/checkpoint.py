@@ -21,6 +21,11 @@ META = "pnc_meta.json"
 _ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint that belongs to another run (other settings, grid or data), or one that
+    cannot be verified (written before fingerprints): the user's to resolve (--overwrite)."""
+
+
 def _new(path: Path) -> Path:
     return path.with_name(path.name + ".new")
 
@@ -77,24 +82,25 @@ def exists(path: str | Path) -> bool:
 def restore(path: str | Path, like, *, fingerprint: str | None = None):
     """Restore the pytree saved at ``path`` into the structure (and dtypes) of ``like``.
 
-    ``FileNotFoundError`` if there is no complete checkpoint; ``ValueError`` naming the
-    checkpoint if it cannot be read or (with ``fingerprint``) was saved by another run.
+    ``FileNotFoundError`` if there is no complete checkpoint; ``CheckpointMismatch`` (a
+    ``ValueError``) naming it if it was saved by another run (with ``fingerprint``) or before
+    fingerprints; ``ValueError`` naming it if it cannot be read.
     """
     path = Path(path).absolute()
     found = latest(path)
     if found is None and path.exists():
-        raise ValueError(f"checkpoint {path} has no {META}: damaged, or written by an older "
-                         "version of pnc_jax (before fingerprints); pass --overwrite to start "
-                         "over")
+        raise CheckpointMismatch(f"checkpoint {path} has no {META}: damaged, or written by an "
+                                 "older version of pnc_jax (before fingerprints); pass "
+                                 "--overwrite to start over")
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}")
     if fingerprint is not None:
         saved = read_json_file(found / META)
         if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
             got = saved.get("fingerprint") if isinstance(saved, dict) else None
-            raise ValueError(f"checkpoint {found} belongs to another run (fingerprint {got}, "
-                             f"this run's is {fingerprint}): other settings, grid or data; "
-                             "pass --overwrite to start over")
+            raise CheckpointMismatch(f"checkpoint {found} belongs to another run (fingerprint "
+                                     f"{got}, this run's is {fingerprint}): other settings, "
+                                     "grid or data; pass --overwrite to start over")
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, jax.device_get(like))
     try:
         return ocp.StandardCheckpointer().restore(found, target)

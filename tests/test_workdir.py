@@ -319,7 +319,8 @@ def test_checkpoint_of_another_run_or_damaged_is_refused_by_name(tmp_path):
     like = {"a": np.zeros(3)}
     np.testing.assert_array_equal(checkpoint.restore(path, like, fingerprint="abc")["a"],
                                   np.arange(3.0))
-    with pytest.raises(ValueError, match=f"checkpoint {path} belongs to another run"):
+    with pytest.raises(checkpoint.CheckpointMismatch,
+                       match=f"checkpoint {path} belongs to another run"):
         checkpoint.restore(path, like, fingerprint="abd")
     for data in path.rglob("*"):  # damage orbax's files, keep ours
         if data.is_file() and data.name != checkpoint.META:
@@ -328,7 +329,8 @@ def test_checkpoint_of_another_run_or_damaged_is_refused_by_name(tmp_path):
         checkpoint.restore(path, like)
     (path / checkpoint.META).unlink()  # as written before fingerprints
     assert checkpoint.exists(path)
-    with pytest.raises(ValueError, match=f"checkpoint {path} has no {checkpoint.META}"):
+    with pytest.raises(checkpoint.CheckpointMismatch,
+                       match=f"checkpoint {path} has no {checkpoint.META}"):
         checkpoint.restore(path, like)
 
 
