@@ -366,19 +366,39 @@ def _class_centred(mu_KxM: jax.Array, present_K: jax.Array) -> jax.Array:
     return jnp.where(present_K[:, None], mu_KxM - mean_1xM, 0.0)
 
 
-def _res_update(acc: ResidualStats, h_NxM: jax.Array, labels_N: jax.Array, sums: ClassSums,
-                mask: jax.Array | None) -> ResidualStats:
-    k = acc.sqres_K.shape[0]
+class _Residuals(NamedTuple):
+    """Per-sample pass-2 quantities: the weighted one-hot y_NxK, w_N, ||z_i||^2 and z_i . Mc_k."""
+
+    y_NxK: jax.Array
+    w_N: jax.Array
+    sq_N: jax.Array
+    zm_NxK: jax.Array
+    mc_KxM: jax.Array
+
+
+def _residuals(h_NxM: jax.Array, labels_N: jax.Array, sums: ClassSums,
+               mask: jax.Array | None) -> _Residuals:
+    k = sums.count_K.shape[0]
     h_NxM = _as_f64(h_NxM, mask)
     mu_KxM = _means(sums)
     z_NxM = h_NxM - mu_KxM[labels_N]  # two-pass residuals
     y_NxK = _weighted_one_hot(labels_N, k, mask)
-    w_N = y_NxK.sum(1)  # the sample's weight; 0 for a label outside [0, K)
-    zm_NxK = jnp.matmul(z_NxM, _class_centred(mu_KxM, _present(sums.count_K)).T, precision=HI)
+    mc_KxM = _class_centred(mu_KxM, _present(sums.count_K))
+    return _Residuals(y_NxK, y_NxK.sum(1),  # w_N: 0 for a label outside [0, K)
+                      jnp.sum(z_NxM * z_NxM, axis=1),
+                      jnp.matmul(z_NxM, mc_KxM.T, precision=HI), mc_KxM)
+
+
+def _res_add(acc: ResidualStats, r: _Residuals) -> ResidualStats:
     return ResidualStats(
-        acc.sqres_K + jnp.matmul(jnp.sum(z_NxM * z_NxM, axis=1), y_NxK, precision=HI),
-        acc.zm_gram_KxK + jnp.matmul(zm_NxK.T, zm_NxK * w_N[:, None], precision=HI),
+        acc.sqres_K + jnp.matmul(r.sq_N, r.y_NxK, precision=HI),
+        acc.zm_gram_KxK + jnp.matmul(r.zm_NxK.T, r.zm_NxK * r.w_N[:, None], precision=HI),
     )
+
+
+def _res_update(acc: ResidualStats, h_NxM: jax.Array, labels_N: jax.Array, sums: ClassSums,
+                mask: jax.Array | None) -> ResidualStats:
+    return _res_add(acc, _residuals(h_NxM, labels_N, sums, mask))
 
 
 _sums_update_jit = jax.jit(_sums_update)
@@ -548,19 +568,17 @@ def _first_index(x_NxK: jax.Array, extreme: Callable[..., jax.Array]) -> jax.Arr
     return jax.lax.argmax(hit_NxK, 1, jnp.int32)
 
 
-def _nc4_mismatch(g: Geometry, h_NxM: jax.Array, logits_NxK: jax.Array,
-                  weight_N: jax.Array) -> jax.Array:
-    """sum_i w_i [nearest present class mean (Euclidean) != argmax logits]."""
-    h_NxM = jnp.asarray(h_NxM, F64)
-    # centre on the mean of the present class means: less cancellation
-    shift_1xM = jnp.sum(g.mu_KxM, 0, keepdims=True) / jnp.maximum(g.k_eff, 1.0)
-    hc_NxM, mc_KxM = h_NxM - shift_1xM, g.mc_KxM
-    # ||h_i - mu_k||^2 up to the k-independent ||h_i||^2; absent classes never nearest
-    d_NxK = jnp.sum(mc_KxM * mc_KxM, axis=1)[None, :] - 2.0 * jnp.matmul(hc_NxM, mc_KxM.T,
-                                                                         precision=HI)
-    d_NxK = jnp.where(g.present_K[None, :], d_NxK, jnp.inf)
+def _nc4_mismatch(r: _Residuals, labels_N: jax.Array, present_K: jax.Array,
+                  logits_NxK: jax.Array) -> jax.Array:
+    """sum_i w_i [nearest present class mean (Euclidean) != argmax logits].
+
+    ||h_i - mu_k||^2 = ||z_i + Mc_{y_i} - Mc_k||^2, whose k-dependent part is
+    ||Mc_k||^2 - 2 Mc_{y_i} . Mc_k - 2 z_i . Mc_k: pass 2's z_i . Mc_k, no further N x m pass."""
+    g_KxK = jnp.matmul(r.mc_KxM, r.mc_KxM.T, precision=HI)
+    d_NxK = jnp.diagonal(g_KxK)[None, :] - 2.0 * (g_KxK[labels_N] + r.zm_NxK)
+    d_NxK = jnp.where(present_K[None, :], d_NxK, jnp.inf)  # absent classes are never nearest
     differ_N = _first_index(d_NxK, jnp.min) != _first_index(jnp.asarray(logits_NxK), jnp.max)
-    return jnp.sum(jnp.where(differ_N, weight_N, 0.0))
+    return jnp.sum(jnp.where(differ_N, r.w_N, 0.0))
 
 
 def _finish_four(sums: ClassSums, stats: ResidualStats, center: str) -> dict[str, jax.Array]:
@@ -740,9 +758,10 @@ def nc3(h_NxM: ArrayLike, labels_N: ArrayLike, num_classes: int, classifier: Arr
 
 @functools.partial(jax.jit, static_argnames="num_classes")
 def _nc4(h_NxM, labels_N, mask, logits, num_classes):
-    g = _geometry_of(h_NxM, labels_N, mask, num_classes, "class")
-    w_N = _weighted_one_hot(labels_N, num_classes, mask).sum(1)
-    return _defined(g, _nc4_mismatch(g, h_NxM, logits, w_N) / g.n)
+    sums = _sums_update(_zeros_sums(num_classes, h_NxM.shape[1]), h_NxM, labels_N, mask)
+    g = _geometry(sums, "class")
+    r = _residuals(h_NxM, labels_N, sums, mask)
+    return _defined(g, _nc4_mismatch(r, labels_N, g.present_K, logits) / g.n)
 
 
 def nc4(h_NxM: ArrayLike, labels_N: ArrayLike, num_classes: int, logits: ArrayLike, *,

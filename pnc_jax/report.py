@@ -107,13 +107,13 @@ def layer_residuals_update(acc: LayerResiduals, h_NxM: jax.Array, labels_N: jax.
                            sums: ClassSums, mask: jax.Array | None,
                            logits: jax.Array | None) -> LayerResiduals:
     """Pass 2, given the final ``sums``: residual statistics and the NC4 mismatch count."""
-    res = metrics._res_update(acc.res, h_NxM, labels_N, sums, mask)
+    r = metrics._residuals(h_NxM, labels_N, sums, mask)
+    res = metrics._res_add(acc.res, r)
     if logits is None:
         return LayerResiduals(res, acc.mismatch)
-    k = sums.count_K.shape[0]
-    w_N = metrics._weighted_one_hot(labels_N, k, mask).sum(1)
-    g = metrics._geometry(sums, "class")
-    return LayerResiduals(res, acc.mismatch + metrics._nc4_mismatch(g, h_NxM, logits, w_N))
+    present_K = sums.count_K > 0
+    return LayerResiduals(res, acc.mismatch + metrics._nc4_mismatch(r, labels_N, present_K,
+                                                                     logits))
 
 
 def layer_values(sums: ClassSums, gram: jax.Array, res: LayerResiduals, *, center: str,
