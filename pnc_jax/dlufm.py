@@ -13,6 +13,12 @@ Precision: ``train`` and ``closed_form`` compute in float64 whatever the caller'
 scoped ``jax.enable_x64``; the global flag is never changed) and return numpy arrays / floats.
 The pure functions (``loss``, ``data_loss``, ``layer_features``, ``measure``) follow the dtype of
 their inputs and are jit/vmap-able.
+
+Runs: gradient descent is vmapped over runs; ``measure`` (eigh/svd) is ``lax.map``ped over them.
+jaxlib 0.10's CPU LAPACK kernels split a *batched* call into tasks on XLA's intra-op pool and
+block on them; with several such calls in flight on a 2-thread pool every worker blocks and the
+program hangs for ever (6 of 6 runs of configuration A with 5 vmapped seeds; 0 of 14 with
+``lax.map``).
 """
 
 from __future__ import annotations
@@ -174,8 +180,9 @@ def measure(
     loss_star=jnp.nan,
     outlier_rtol: float = 1e-6,
 ) -> dict[str, jax.Array]:
-    """Everything tracked, jit/vmap-able (``num_classes`` static). Per layer l = 1..L (axis 0 of
-    length L): features H_l, weight W_l, end-to-end map from H_l to the logits W_{L:l}.
+    """Everything tracked, jit-able (``num_classes`` static; over many runs ``lax.map`` it, see
+    the module docstring). Per layer l = 1..L (axis 0 of length L): features H_l, weight W_l,
+    end-to-end map from H_l to the logits W_{L:l}.
 
     loss, data_loss, loss_gap (loss - ``loss_star``): scalars.
     nc1, nc2_* (``metrics.nc1``, ``metrics.nc2`` of H_l^T); nc3, nc3_uncentred
@@ -217,8 +224,8 @@ def measure(
 
     result.update(spectra.linear_chain_spectra(
         chain_data_loss, ws, params.h1_DxN, k * k, outlier_rtol=outlier_rtol))
-    mu_KxD = _mm(jnp.asarray(jax.nn.one_hot(labels, k, dtype=y.dtype).T), params.h1_DxN.T)
-    result["feature_norms"] = jnp.linalg.norm(mu_KxD, axis=1) / (n_total // k)
+    mu_DxK = params.h1_DxN.reshape(-1, k, n_total // k).mean(axis=2)  # class-major columns
+    result["feature_norms"] = jnp.linalg.norm(mu_DxK, axis=0)
     result["data_loss"] = data_loss(params, y)
     result["loss"] = loss(params, y, weight_decay, feature_decay)
     result["loss_gap"] = result["loss"] - loss_star
@@ -367,20 +374,22 @@ def _train(config: DLUFMConfig, keys, lam_w_R, lam_h_R, loss_star_R, track_every
     # steps run before each measurement (one measure in the program: compile time ~ 1/3)
     todo_T = jnp.asarray(np.diff(track_steps(config.steps, track_every), prepend=0), jnp.int32)
 
-    def one(key, lam_w, lam_h, loss_star):
-        grad = jax.grad(lambda p: loss(p, y, lam_w, lam_h))
+    def gd(p, lam_w, lam_h):
+        g = jax.grad(loss)(p, y, lam_w, lam_h)
+        return jax.tree.map(lambda x, gx: x - config.lr * gx, p, g)
 
-        def gd(_, p):
-            return jax.tree.map(lambda x, g: x - config.lr * g, p, grad(p))
+    def take(run):
+        p, lam_w, lam_h, loss_star = run
+        return measure(p, config.num_classes, lam_w, lam_h, loss_star, outlier_rtol)
 
-        def chunk(p, todo):
-            p = jax.lax.fori_loop(0, todo, gd, p)
-            return p, measure(p, config.num_classes, lam_w, lam_h, loss_star, outlier_rtol)
+    def chunk(p_R, todo):
+        p_R = jax.lax.fori_loop(0, todo, lambda _, p: jax.vmap(gd)(p, lam_w_R, lam_h_R), p_R)
+        # lax.map, not vmap: unbatched LAPACK calls (see the module docstring)
+        return p_R, jax.lax.map(take, (p_R, lam_w_R, lam_h_R, loss_star_R))
 
-        p, track = jax.lax.scan(chunk, init_params(key, config, jnp.float64), todo_T)
-        return p, track
-
-    return jax.vmap(one)(keys, lam_w_R, lam_h_R, loss_star_R)
+    p0_R = jax.vmap(lambda key: init_params(key, config, jnp.float64))(keys)
+    p_R, track_TxR = jax.lax.scan(chunk, p0_R, todo_T)
+    return p_R, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), track_TxR)
 
 
 def train(
