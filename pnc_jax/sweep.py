@@ -197,7 +197,7 @@ def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
     depths = np.array([d for d, _ in runs], np.int32)
     # op by op, not jitted: the ops' compilations are shared by all groups (7 jitted inits of
     # the default grid compiled for 7.7 s, op by op it takes 2 s)
-    state = jax.device_get(jax.vmap(trainer.init)(keys, depths))
+    state = jax.device_get(jax.vmap(trainer.init)(jnp.asarray(keys), jnp.asarray(depths)))
     epoch0 = 0
     if workdir is not None and resume:
         if checkpoint.exists(workdir.checkpoints / f"state_group{gi}"):
