@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar
 
 import jax
 
+from pnc_jax.checkpoint import CheckpointMismatch
 from pnc_jax.config import (
     Config,
     choices_of,
@@ -291,7 +292,7 @@ class Experiment(Generic[S]):
             with signals.interruptible():
                 return self.run(settings, ctx)
         except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-            if ctx is not None and ctx.started:
+            if ctx is not None and ctx.started and not isinstance(e, CheckpointMismatch):
                 raise  # a failure during the computation, not bad input: keep the traceback
             fail(str(e))
 

@@ -357,7 +357,7 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(
             if len(calls) == 2:
                 raise _Interrupt
 
-    monkeypatch.setattr(sweep_module, "CHECKPOINT_SECONDS", -1.0)
+    monkeypatch.setattr(sweep_module, "CHECKPOINT_CHUNKS", 1)
     monkeypatch.setattr(sweep_module, "Progress", DyingProgress)
     x, labels = _data()
     wd = Workdir(tmp_path / "run")
@@ -408,7 +408,7 @@ def test_resume_after_one_of_two_threaded_groups_fails(tmp_path, monkeypatch):
                 assert group1_logged.wait(60), "group 1 never trained"
                 raise _Interrupt
 
-    monkeypatch.setattr(sweep_module, "CHECKPOINT_SECONDS", 1e9)  # saves only on stop and end
+    monkeypatch.setattr(sweep_module, "CHECKPOINT_CHUNKS", 10**9)  # saves only on stop and end
     monkeypatch.setattr(sweep_module, "Progress", DyingProgress)
     wd = Workdir(tmp_path / "run")
     with pytest.raises(_Interrupt):
