@@ -10,10 +10,12 @@ Precision. Every public function computes in float64 inside a scoped ``jax.enabl
 inside the metric (the caller's arrays and global config are untouched), results come back as
 float64 arrays (``float(x)`` keeps every digit; JAX arithmetic with them under x64 off rounds to
 float32, with JAX's warning), and gradients come back in the input's dtype. This works inside the
-caller's ``jit``, ``vmap`` and ``grad``. Measured against float32 algorithms (benchmarks/
-bench_metrics.py): float32 cannot meet the contract (C ~ 1e-12 and NC1 need float64; in float32
-the structurally zero eigenvalue of the K x K Gram comes out ~1e-7 of the largest and gets
-inverted), while float64 costs ~2x the float32 time on CPU. A backend without float64 raises.
+caller's ``jit``, ``vmap``, ``grad`` and ``lax.scan`` (``run_in_float64``). Chosen by
+measurement (benchmarks/bench_metrics.py): the same formulas in float32 cannot meet the contract
+(C ~ 1e-12 needs float64; in float32 the structurally zero eigenvalue of the K x K Gram comes out
+~1e-7 of the largest and gets inverted, so NC1 is off by orders of magnitude even on ordinary
+features), while float64 is slower only by a small factor on CPU. A backend without float64
+raises (``float64_scope``).
 
 Centring (``center``). mu_G = (1/N) sum_i h_i, the mean over all samples (Wang et al.;
 ``center="sample"``, the default) or the mean of the class means (``center="class"``); they differ
@@ -35,7 +37,7 @@ gradients finite at degenerate spectra). Pass 2 accumulates A_c about the class-
 once; every centring is A = T A_c T^T for a K x K matrix T. Every pass is O(N m K + K^2 m + K^3).
 
 Masks and absent classes. ``mask`` (N,) bool or non-negative float weights: every statistic is
-weighted (a weight-0 sample is absent). A class without samples (weight) is left out of every
+weighted (a weight-0 sample is absent). A class of total weight 0 is left out of every
 between-class quantity (K becomes the number of present classes K'), so a minibatch that misses a
 class gives the metrics of the classes it holds, never NaN; with K' < 2 the between-class
 metrics are undefined and return NaN. Eagerly (concrete labels, no mask) an empty class is a
@@ -88,6 +90,7 @@ __all__ = [
     "rank_from_singular_values",
     "residual_stats_init",
     "residual_stats_update",
+    "run_in_float64",
     "separation_fuzziness",
     "streaming_metrics",
 ]
@@ -223,7 +226,8 @@ def _check_center(center: Any) -> str:
 
 
 def _dtype(x: Any) -> Any:
-    return getattr(x, "dtype", None) or np.asarray(x).dtype
+    dtype = getattr(x, "dtype", None)
+    return np.asarray(x).dtype if dtype is None else dtype
 
 
 def _check_mask(mask: Any, n: int) -> None:
@@ -798,11 +802,14 @@ def layerwise(metric_fn: Callable[..., Any], features: Sequence[ArrayLike], labe
     features = list(features)
     if not features:
         raise ValueError("features must hold at least one layer, got 0")
+    k = _num_classes(num_classes)
+    n = np.shape(features[0])[0] if np.ndim(features[0]) else None
+    _check_labels(labels_N, k, n, require_all=kwargs.get("mask") is None)
     arrays = {name: v for name, v in kwargs.items() if hasattr(v, "shape")}
     static = tuple(sorted((name, v) for name, v in kwargs.items() if name not in arrays))
     runs = tuple(equal_shape_runs([tuple(np.shape(f)) for f in features]))
-    return run_in_float64(_layerwise, features, labels_N, arrays, metric_fn=metric_fn,
-                          num_classes=num_classes, static=static, runs=runs)
+    return run_in_float64(_layerwise_jit, features, labels_N, arrays, metric_fn=metric_fn,
+                          num_classes=k, static=static, runs=runs)
 
 
 def _layerwise(features, labels_N, arrays, *, metric_fn, num_classes, static, runs):
@@ -813,6 +820,11 @@ def _layerwise(features, labels_N, arrays, *, metric_fn, num_classes, static, ru
             lambda h: metric_fn(h, labels_N, num_classes, **arrays, **dict(static))
         )(run_LxNxM))
     return jax.tree.map(lambda *v: jnp.concatenate(v), *parts)
+
+
+# jitted: eager calls compile once per metric and shapes (a vmap alone re-traces every call)
+_layerwise_jit = jax.jit(_layerwise, static_argnames=("metric_fn", "num_classes", "static",
+                                                      "runs"))
 
 
 @_in_float64

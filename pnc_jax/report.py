@@ -50,8 +50,6 @@ __all__ = [
     "streaming_report",
 ]
 
-PER_LAYER = ("compression", "discrimination", "nc1", "fuzziness", "nc2_equinorm",
-             "nc2_equiangularity", "nc2_max_angle_gap")
 GEOMETRIC_KEYS = ("ratio", "slope", "intercept", "r2", "pearson_r")
 LINEAR_KEYS = ("slope", "intercept", "r2", "pearson_r")
 
