@@ -24,11 +24,13 @@ features then depend on ``batch_size`` and on the order of x: both are recorded 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from pnc_jax import metrics
 from pnc_jax.metrics import rank_from_gram, rank_from_singular_values
@@ -103,7 +105,7 @@ def _pass2(acc, sums_all, params, stats, depth, x, labels, *, trainer, bn_train,
 @functools.partial(jax.jit, static_argnames="center")
 def _finish(p1, p2, energy, *, center):
     values = functools.partial(layer_values, center=center, energy=energy, logits=True)
-    return [jax.vmap(lambda a, b: values(a.sums, a.gram, b))(a, b)  # noqa: B023
+    return [jax.vmap(lambda a, b: values(a.sums, a.gram, b))(a, b)
             for a, b in zip(p1, p2, strict=True)]
 
 
@@ -117,7 +119,8 @@ def _check(x_NxD, labels_N, num_classes, batch_size):
     return k
 
 
-def layer_metrics(trainer, state, x_NxD, labels_N, num_classes: int, *,
+def layer_metrics(trainer: Any, state: Any, x_NxD: ArrayLike, labels_N: ArrayLike,
+                  num_classes: int, *,
                   batch_size: int = DEFAULT_BATCH, bn_train: bool = False,
                   energy: float = 0.95, center: str = "sample") -> dict[str, Any]:
     """Per-layer metrics of every model of ``state`` (a ``TrainState``, stacked or single).
@@ -162,8 +165,10 @@ def layer_metrics(trainer, state, x_NxD, labels_N, num_classes: int, *,
     return result
 
 
-def collect_features(trainer, state, x_NxD, *, batch_size: int = DEFAULT_BATCH,
-                     bn_train: bool = False, layers=None, width: int | None = None) -> np.ndarray:
+def collect_features(trainer: Any, state: Any, x_NxD: ArrayLike, *,
+                     batch_size: int = DEFAULT_BATCH, bn_train: bool = False,
+                     layers: Sequence[int] | None = None,
+                     width: int | None = None) -> np.ndarray:
     """Features of one model in memory: float32 numpy array (len(layers), N, width).
 
     ``layers`` (default: 0..depth-1) picks the layers; each is zero-padded on the right to
