@@ -3,14 +3,20 @@
 Pipeline: read the raw uint8 files (``files.py``), split (official test set, or a seeded
 stratified split for mnist10k), keep the chosen classes (relabelled 0..K'-1 in the given order),
 cap each class at its first n samples after a seeded shuffle, scale pixels to [0, 1], resize,
-standardise with the usual per-channel mean/std, flatten channels-last.
+standardise each channel (published or training-set mean/std), flatten channels-last.
 
-Normalisation (pixels / 255, then (x - mean) / std per channel; the usual published constants,
-not statistics of the loaded subset, so every subset and split share one affine map):
+Normalisation (pixels / 255, then (x - mean) / std per channel), ``normalize=``:
 
-- mnist, mnist10k: mean 0.1307, std 0.3081 (MNIST training set);
-- fashion_mnist: mean 0.2860, std 0.3530;
-- cifar10: mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616) for R, G, B.
+- ``"published"`` (default): the usual published constants, not statistics of the loaded subset,
+  so every subset and split share one affine map:
+  mnist, mnist10k: mean 0.1307, std 0.3081 (MNIST training set); fashion_mnist: mean 0.2860,
+  std 0.3530; cifar10: mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616) for R, G, B.
+- ``"train"``: the mean and (population) std of each channel over the selected, resized training
+  images (all their pixels), applied to both splits. Per channel, not per pixel: it is the map
+  torchvision's ``Normalize`` applies (He & Su's code normalises each channel with fixed
+  constants, (x - 0.5) / 0.5, so ours differs from theirs by one shift and one scale per channel,
+  which a first Linear -> BatchNorm absorbs and the fuzziness ignores); per-pixel statistics
+  would divide the nearly constant border pixels by stds near zero and reweight the pixels.
 
 Order: both splits come back in a seeded random order, never sorted by class (He & Su take
 BatchNorm-mode features over fixed batches of consecutive points; science.md section 3).
@@ -27,6 +33,7 @@ from pnc_jax.data import files
 DATASET_NAMES = ("mnist10k", "mnist", "fashion_mnist", "cifar10")
 NUM_CLASSES = 10
 RESIZE_METHODS = ("bilinear", "area")
+NORMALIZE_MODES = ("published", "train")
 NORMALIZATION = {  # name -> (per-channel mean, per-channel std) of pixels / 255
     "mnist10k": ((0.1307,), (0.3081,)),
     "mnist": ((0.1307,), (0.3081,)),
@@ -209,12 +216,25 @@ def _select(labels, classes, cap, rng, split: str) -> np.ndarray:
     return order[keep]
 
 
-def _prepare(images, labels, index, classes, name, size, method):
-    """Selected images -> (normalised float32 (n, D), relabelled int32 labels, (H, W, C))."""
+def _scaled(images, index, size, method) -> np.ndarray:
+    """Selected images as float32 (n, H, W, C) pixels / 255, resized."""
     x = images[index].astype(np.float32) / 255.0
-    if size is not None:
-        x = resize_images(x, size, method)
-    mean, std = (np.asarray(v, dtype=np.float32) for v in NORMALIZATION[name])
+    return x if size is None else resize_images(x, size, method)
+
+
+def channel_stats(x_NxHxWxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and population std over all images and pixels (float64 sums)."""
+    x = np.asarray(x_NxHxWxC, np.float64).reshape(-1, x_NxHxWxC.shape[-1])
+    mean, std = x.mean(0), x.std(0)
+    if not np.all(std > 0):
+        raise ValueError(f"normalize='train': a channel of the training images is constant "
+                         f"(std per channel {std.tolist()})")
+    return mean, std
+
+
+def _prepare(x, labels, index, classes, mean_std):
+    """Scaled images -> (normalised float32 (n, D), relabelled int32 labels, (H, W, C))."""
+    mean, std = (np.asarray(v, dtype=np.float32) for v in mean_std)
     x = (x - mean) / std
     relabel = np.full(NUM_CLASSES, -1, dtype=np.int32)
     relabel[list(classes)] = np.arange(len(classes), dtype=np.int32)
@@ -236,6 +256,7 @@ def load_dataset(
     seed: int = 0,
     download: bool = False,
     resize_method: str = "bilinear",
+    normalize: str = "published",
 ) -> Dataset:
     """Load one of ``DATASET_NAMES`` as a ``Dataset`` (see the module docstring for the steps).
 
@@ -248,7 +269,8 @@ def load_dataset(
     seeded shuffle (He & Su's ``sample_size``). ``resize`` = (h, w) or an int, with
     ``resize_method`` "bilinear" (antialiased, as torchvision's Resize) or "area". ``download``
     fetches missing MNIST / FashionMNIST / CIFAR-10 files into ``data_dir`` (needs a network;
-    ignored for mnist10k).
+    ignored for mnist10k). ``normalize``: "published" constants or the "train" split's own
+    per-channel mean and std (module docstring).
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown data set {name!r}: use one of {DATASET_NAMES}")
@@ -258,6 +280,8 @@ def load_dataset(
     size = None if resize is None else _check_resize(resize)
     if resize_method not in RESIZE_METHODS:
         raise ValueError(f"unknown resize_method {resize_method!r}: use one of {RESIZE_METHODS}")
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"unknown normalize {normalize!r}: use one of {NORMALIZE_MODES}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     if data_dir is None:
@@ -270,7 +294,7 @@ def load_dataset(
         train_idx, test_idx = _stratified_split(labels, test_fraction, rng)
         train, test = (images[train_idx], labels[train_idx]), (images[test_idx], labels[test_idx])
 
-    out = []
+    scaled = []
     for (images, labels), cap, split in (
         (train, samples_per_class, "train"),
         (test, test_samples_per_class, "test"),
@@ -278,8 +302,10 @@ def load_dataset(
         if images.ndim == 3:
             images = images[..., None]
         index = _select(labels, kept, cap, rng, split)
-        out.append(_prepare(images, labels, index, kept, name, size, resize_method))
-    (x_train, y_train, shape), (x_test, y_test, _) = out
+        scaled.append((_scaled(images, index, size, resize_method), labels, index))
+    mean_std = (channel_stats(scaled[0][0]) if normalize == "train" else NORMALIZATION[name])
+    (x_train, y_train, shape), (x_test, y_test, _) = (
+        _prepare(x, labels, index, kept, mean_std) for x, labels, index in scaled)
     return Dataset(
         x_train=x_train,
         y_train=y_train,

@@ -9,8 +9,10 @@ from pnc_jax.data.synthetic import gaussian_mixture, nearly_orthonormal
 
 def dataset_for(cfg: Config) -> Dataset:
     """Synthetic: ``cfg.input_dim``, K classes of ``samples_per_class``. Real: the first K
-    classes, at most ``samples_per_class`` training images each (0 = all), official test set
-    (mnist10k: a seeded 20% split)."""
+    classes, at most ``samples_per_class`` training images each (the first n of each class
+    after a seeded shuffle; 0 = all), official test set (mnist10k: a seeded 20% split), resized
+    to ``resize`` x ``resize`` (antialiased bilinear; 0 = native) and standardised per channel
+    with the ``normalize`` statistics ("published" constants or the training images' own)."""
     if cfg.dataset in ("synthetic", "gaussian"):
         make = nearly_orthonormal if cfg.dataset == "synthetic" else gaussian_mixture
         args = (cfg.data_seed, cfg.num_classes, cfg.samples_per_class, cfg.input_dim)
@@ -21,4 +23,5 @@ def dataset_for(cfg: Config) -> Dataset:
     return load_dataset(
         cfg.dataset, cfg.data_dir, classes=tuple(range(cfg.num_classes)),
         samples_per_class=cfg.samples_per_class or None, seed=cfg.data_seed,
+        resize=cfg.resize or None, normalize=cfg.normalize,
     )
