@@ -32,6 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from pnc_jax import metrics, spectra
 
@@ -55,7 +56,17 @@ __all__ = [
     "track_steps",
     "train",
     "full_hessian_eigvals",
+    "num_params",
     "layer_gauss_newton_split",
+    "TRACKED",
+    "collapse_checks",
+    "run_results",
+    "CONFIG_B",
+    "CONFIG_B_SPECTRUM",
+    "full_hessian_results",
+    "chain_spectra",
+    "trained_sweep",
+    "sweep_spectra",
 ]
 
 
@@ -453,6 +464,12 @@ def _as_f64(params: DLUFMParams) -> DLUFMParams:
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
 
 
+def num_params(config: DLUFMConfig) -> int:
+    """P = dN + (L-1) d^2 + Kd: the entries of H_1 and of every W_l (468 for configuration B)."""
+    k, n, d = config.num_classes, config.samples_per_class, config.width
+    return d * k * n + (config.depth - 1) * d * d + k * d
+
+
 def full_hessian_eigvals(
     params: DLUFMParams, weight_decay: float, feature_decay: float, data_only: bool = False,
     max_params: int = 10_000,
@@ -497,3 +514,229 @@ def layer_gauss_newton_split(
         split = spectra.gauss_newton_split(logits_fn, p.ws[l], class_labels(k, n_total // k), k,
                                            rtol)
         return jax.tree.map(np.asarray, split)
+
+
+# ----------------------------------------------------------------------------- results
+
+# ``measure`` keys written per step to results.json (besides two columns of hessian_top)
+TRACKED = ("loss", "data_loss", "loss_gap", "nc1", "nc2_equinorm", "nc2_equiangularity",
+           "nc2_max_angle_gap", "nc3", "nc3_uncentred", "nc4", "outliers", "gap_ratio",
+           "overlap")
+
+
+def _json(values):
+    """Nested lists for JSON: integers as they are, floats with NaN/inf as None."""
+    from pnc_jax.workdir import json_float
+
+    a = np.asarray(values)
+    return a.tolist() if a.dtype.kind in "iub" else json_float(a)
+
+
+def collapse_checks(final: dict, closed: ClosedForm, num_classes: int) -> dict[str, bool]:
+    """The issue's done-when checks of deep collapse on ``measure`` values of R runs (leading
+    axis R): loss within 1e-10 of loss*; each W_l's top K singular values = sigma (1e-6 rel.);
+    each layer's top K^2 data-term Hessian eigenvalues = lambda_W gamma/(1-gamma) (1e-6 rel.)
+    and the rest below 1e-9 of the largest; data-term gradient overlap with them > 0.9999."""
+    k, k2 = num_classes, num_classes**2
+    sv, top = np.asarray(final["singular_values"]), np.asarray(final["hessian_top"])
+    return {
+        "loss_within_1e-10": bool(np.all(np.abs(final["loss"] - closed.loss) <= 1e-10)),
+        "sigma_within_1e-6": bool(np.all(np.abs(sv[..., :k] / closed.sigma - 1) <= 1e-6)),
+        "outliers_within_1e-6": bool(np.all(np.abs(top[..., :k2] / closed.outlier - 1) <= 1e-6)),
+        "rest_below_1e-9": bool(np.all(np.abs(top[..., k2]) < 1e-9 * top[..., 0])),
+        "overlap_above_0.9999": bool(np.all(np.asarray(final["overlap"]) > 0.9999)),
+    }
+
+
+def run_results(config: DLUFMConfig, run: DLUFMRun, track_every: int,
+                outlier_rtol: float = 1e-6) -> dict:
+    """results.json of one ``train(config, seeds, track_every=track_every, outlier_rtol=
+    outlier_rtol)`` (one lambda pair): ``config`` (the model's fields, seeds, track_every,
+    outlier_rtol), ``closed_form``, ``final`` (per seed,
+    axis 0: loss, data_loss, singular_values (L, K+1), feature_norms (K,), hessian_top
+    (L, K^2+1), gradient_overlap, outliers, gap_ratio, nc1 (L,)), ``checks``
+    (``collapse_checks``) and ``track`` (steps, then per seed and step the ``TRACKED`` keys and
+    the K^2-th / (K^2+1)-th data-term Hessian eigenvalues per layer: outlier_smallest,
+    bulk_largest). JSON-ready; NaN is null."""
+    k2 = config.num_classes**2
+    if np.any(run.weight_decay_R != config.weight_decay) or np.any(
+            run.feature_decay_R != config.feature_decay):
+        raise ValueError("run_results takes a run of the config's own (lambda_W, lambda_H)")
+    closed = closed_form(config.num_classes, config.samples_per_class, config.depth,
+                         config.weight_decay, config.feature_decay)
+    f = run.final
+    final = {name: f[key] for name, key in (
+        ("loss", "loss"), ("data_loss", "data_loss"), ("singular_values", "singular_values"),
+        ("feature_norms", "feature_norms"), ("hessian_top", "hessian_top"),
+        ("gradient_overlap", "overlap"), ("outliers", "outliers"), ("gap_ratio", "gap_ratio"),
+        ("nc1", "nc1"))}
+    track = {name: run.track[name] for name in TRACKED}
+    track["outlier_smallest"] = run.track["hessian_top"][..., k2 - 1]
+    track["bulk_largest"] = run.track["hessian_top"][..., k2]
+    return {
+        "config": {**dataclasses.asdict(config), "seeds": run.seed_R.tolist(),
+                   "track_every": int(track_every), "outlier_rtol": float(outlier_rtol)},
+        "closed_form": closed._asdict(),
+        "final": {name: _json(v) for name, v in final.items()},
+        "checks": collapse_checks(f, closed, config.num_classes),
+        "track": {"steps": run.steps_T.tolist(), **{n: _json(v) for n, v in track.items()}},
+    }
+
+
+# science.md, section 4: configuration B (K=3, n=4, d=12, L=3, lambda_W = lambda_H = 5e-3) and
+# its full-parameter Hessian spectrum at the optimum, (value, multiplicity; None: not stated),
+# published to 5 decimals
+CONFIG_B = DLUFMConfig(num_classes=3, samples_per_class=4, width=12, depth=3)
+CONFIG_B_SPECTRUM = ((0.93265, 3), (0.90265, 6), (0.23316, 27), (0.01, None), (0.005, None),
+                     (0.0, None))
+
+
+def _model_fields(config: DLUFMConfig) -> tuple:
+    return (config.num_classes, config.samples_per_class, config.width, config.depth,
+            config.weight_decay, config.feature_decay)
+
+
+def full_hessian_results(config: DLUFMConfig, run: DLUFMRun, rtol: float = 1e-8,
+                         tol: float = 5e-6) -> dict:
+    """The full-parameter Hessian of ``loss`` (``full_hessian_eigvals``) of each run of
+    ``train(config, ...)``: ``runs`` (per seed: eigenvalues descending, and ``clusters``
+    [value, multiplicity] grouped at ``rtol`` x the largest by ``spectra.eigenvalue_clusters``).
+    For configuration B (``CONFIG_B``'s K, n, d, L and lambdas) also science.md's
+    ``reference`` (``CONFIG_B_SPECTRUM``), per run ``reference_counts`` (eigenvalues within
+    ``tol`` of each reference value) and ``matches_reference``: every stated multiplicity
+    found and every eigenvalue within ``tol`` of a reference value."""
+    reference = CONFIG_B_SPECTRUM if _model_fields(config) == _model_fields(CONFIG_B) else None
+    runs, matches = [], True
+    for r in range(len(run.seed_R)):
+        lam = full_hessian_eigvals(run.params_of(r), float(run.weight_decay_R[r]),
+                                   float(run.feature_decay_R[r]))
+        clusters = spectra.eigenvalue_clusters(lam, rtol * float(np.max(np.abs(lam))))
+        entry = {"seed": int(run.seed_R[r]), "eigenvalues": _json(lam),
+                 "clusters": [[float(v), int(c)] for v, c in clusters]}
+        if reference is not None:
+            near = np.abs(lam[:, None] - np.array([v for v, _ in reference])[None, :]) <= tol
+            entry["reference_counts"] = near.sum(axis=0).tolist()
+            matches &= bool(near.any(axis=1).all()) and all(
+                m is None or c == m for (_, m), c in zip(reference, entry["reference_counts"],
+                                                         strict=True))
+        runs.append(entry)
+    return {"parameters": num_params(config), "tolerance": tol,
+            "reference": None if reference is None else [list(x) for x in reference],
+            "matches_reference": matches if reference is not None else None, "runs": runs}
+
+
+# ----------------------------------------------------------------------------- trained networks
+
+
+def chain_spectra(
+    ws: Sequence[ArrayLike],
+    x_NxD: ArrayLike,
+    labels_N: ArrayLike,
+    num_classes: int,
+    loss_scale: float,
+    outlier_rtol: float = 1e-6,
+) -> dict[str, np.ndarray]:
+    """Per-layer spectra of R trained deep linear networks f(x) = W_L ... W_1 x of one depth
+    (``ws[l]`` stacked R x out x in) under pnc_jax's MSE (1/N) sum_i ||alpha f(x_i) - y_i||^2
+    (``losses.mse``, alpha = ``loss_scale``), float64 whatever the x64 flag:
+
+    hessian_top (R, L, K^2+1), outliers, gap_ratio, overlap (R, L): ``spectra.
+    linear_chain_spectra`` of the data term (Kronecker scale 2 alpha^2; data-term gradient);
+    nc1 (R, L): NC1 of the features h_{l-1} entering W_l (h_0 = x); singular_values (R, L, K+1);
+    data_loss (R,). Networks are ``lax.map``ped (unbatched LAPACK, see the module docstring).
+    """
+    from pnc_jax import losses
+
+    k = _int("num_classes", num_classes, 2)
+    labels = np.asarray(labels_N, np.int32)
+    if np.ndim(x_NxD) != 2 or labels.shape != np.shape(x_NxD)[:1]:
+        raise ValueError(f"x must be N x D and labels (N,), got shapes {np.shape(x_NxD)} and "
+                         f"{labels.shape}")
+    if not outlier_rtol > 0:
+        raise ValueError(f"outlier_rtol must be > 0, got {outlier_rtol!r}")
+    with jax.enable_x64(True):
+        x = jnp.asarray(x_NxD, jnp.float64)
+        ws_R = tuple(jnp.asarray(w, jnp.float64) for w in ws)
+
+        def data_loss_of(ws_):
+            f_DxN = x.T
+            for w in ws_:
+                f_DxN = _mm(w, f_DxN)
+            return losses.mse(f_DxN.T, labels, loss_scale)
+
+        def one(ws_):
+            ws_ = list(ws_)
+            out = spectra.linear_chain_spectra(data_loss_of, ws_, x.T, k * k,
+                                               2.0 * loss_scale**2, outlier_rtol)
+            h, nc1, svs = x, [], []
+            for w in ws_:
+                nc1.append(metrics.nc1(h, labels, k))
+                s = jnp.linalg.svd(w, compute_uv=False)[: k + 1]
+                svs.append(jnp.concatenate([s, jnp.full((k + 1 - s.shape[0],), jnp.nan)]))
+                h = _mm(h, w.T)
+            return {**out, "nc1": jnp.stack(nc1), "singular_values": jnp.stack(svs),
+                    "data_loss": data_loss_of(ws_)}
+
+        result = jax.jit(lambda w: jax.lax.map(one, w))(ws_R)
+        return jax.tree.map(np.asarray, jax.device_get(result))
+
+
+def trained_sweep(workdir) -> tuple:
+    """(Config, [(depth, seed)]) of the finished sweep of deep linear networks trained with the
+    MSE loss in ``workdir`` (a ``pnc_jax.sweep`` work directory, e.g. experiments.sweep_depth's).
+    Reads only; ValueError naming the file when there is none, it is another kind of run, or
+    a depth group has no final checkpoint (no trained network)."""
+    from pnc_jax import checkpoint
+    from pnc_jax.config import Config, from_json
+    from pnc_jax.sweep import depth_groups
+    from pnc_jax.workdir import Workdir
+
+    try:
+        wd = Workdir.read(workdir)
+        saved = wd.read_config()
+    except FileNotFoundError as e:
+        raise ValueError(f"{e}: no trained network there") from None
+    try:
+        fields = saved["config"]
+        if set(fields) == {"train"}:  # an experiment's settings holding one Config
+            fields = fields["train"]
+        cfg = from_json(Config(), fields).validate()
+        strategy = (saved.get("run") or {}).get("depth_strategy") or saved["depth_strategy"]
+        groups = depth_groups(cfg, strategy)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{wd.file('config.json')} is not the config.json of a sweep of one "
+                         f"network kind ({type(e).__name__}: {e})") from None
+    if cfg.model != "linear" or cfg.loss != "mse":
+        raise ValueError(f"{wd.path} trained model={cfg.model!r} with loss={cfg.loss!r}: the "
+                         "per-layer spectra need deep linear networks (model 'linear', loss 'mse')")
+    for gi in range(len(groups)):
+        if checkpoint.latest(wd.checkpoints / f"final_group{gi}") is None:
+            raise ValueError(f"{wd.checkpoints / f'final_group{gi}'} does not hold a trained "
+                             "network: the sweep has not finished")
+    return cfg, cfg.runs()
+
+
+def sweep_spectra(workdir, x_NxD, labels_N, outlier_rtol: float = 1e-6) -> list[dict]:
+    """``chain_spectra`` of every trained network (depth, seed) of the sweep in ``workdir``
+    (``trained_sweep``) on its training data ``x_NxD``, ``labels_N`` (``pnc_jax.data.
+    dataset_for`` of its config): one JSON-ready dict per run, depth-major, with depth, seed,
+    data_loss and per layer l = 1..L (the matrix W_l) hessian_top, outliers, gap_ratio,
+    overlap, nc1 (of the features entering W_l), singular_values."""
+    from flax import nnx
+
+    from pnc_jax.models import weight_matrices
+    from pnc_jax.sweep import load_run
+
+    cfg, runs = trained_sweep(workdir)
+    out = []
+    for depth in cfg.depths:
+        seeds = [s for d, s in runs if d == depth]
+        with jax.enable_x64(True):  # a float64 sweep restores only under x64
+            ws = [weight_matrices(nnx.state(load_run(workdir, depth, s)), depth) for s in seeds]
+        stacked = [np.stack([np.asarray(w[l], np.float64) for w in ws]) for l in range(depth)]
+        res = chain_spectra(stacked, x_NxD, labels_N, cfg.num_classes, cfg.loss_scale,
+                            outlier_rtol)
+        for r, seed in enumerate(seeds):
+            out.append({"depth": depth, "seed": seed,
+                        **{name: _json(v[r]) for name, v in sorted(res.items())}})
+    return out

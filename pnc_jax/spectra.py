@@ -37,6 +37,7 @@ __all__ = [
     "SLQ",
     "slq",
     "slq_density",
+    "eigenvalue_clusters",
     "KronHessian",
     "KronEig",
     "linear_layer_hessian",
@@ -270,6 +271,21 @@ def slq_density(result: SLQ, grid_G: jax.Array, sigma: float) -> jax.Array:
     z_GxQ = (grid_G[:, None] - nodes[None, :]) / sigma
     gauss_GxQ = jnp.exp(-0.5 * z_GxQ**2) / (sigma * np.sqrt(2.0 * np.pi))
     return _mm(gauss_GxQ, weights)
+
+
+def eigenvalue_clusters(values: ArrayLike, atol: float) -> list[tuple[float, int]]:
+    """Eigenvalues grouped into (mean value, multiplicity), descending: sorted values join the
+    current group while within ``atol`` of its first member (host numpy, any length)."""
+    if not atol >= 0:
+        raise ValueError(f"atol must be >= 0, got {atol}")
+    lam = np.sort(np.asarray(values, np.float64).reshape(-1))[::-1]
+    groups: list[list[float]] = []
+    for v in lam:
+        if groups and groups[-1][0] - v <= atol:
+            groups[-1].append(float(v))
+        else:
+            groups.append([float(v)])
+    return [(float(np.mean(g)), len(g)) for g in groups]
 
 
 # ----------------------------------------------------------------------------- Kronecker
