@@ -157,3 +157,75 @@ class LayerRecord(TypedDict, total=False):
     train_accuracy: float | None
     bn_train: bool
     checks: dict[str, bool]
+
+
+class DLUFMClosedForm(TypedDict):
+    """``dlufm.closed_form``: the deep-collapse optimum of the DLUFM (science.md, section 4)."""
+
+    gamma: float
+    sigma: float
+    feature_norm: float
+    loss: float
+    outlier: float  # lambda_W gamma / (1 - gamma)
+
+
+class DLUFMFinal(TypedDict):
+    """After the last step, per seed (axis 0); layer axis l = 1..L is the matrix W_l."""
+
+    loss: list[float]
+    data_loss: list[float]
+    singular_values: list[list[list[float | None]]]  # top K+1 of W_l (null where W_l has K)
+    feature_norms: list[list[float]]  # ||mu_c^(1)||, c = 1..K
+    hessian_top: list[list[list[float]]]  # top K^2+1 of the data-term Hessian w.r.t. W_l
+    gradient_overlap: list[list[float]]  # data-term gradient on the top-K^2 eigenspace
+    outliers: list[list[int]]  # eigenvalues above outlier_rtol x the largest
+    gap_ratio: list[list[float]]  # lambda_{K^2+1} / lambda_{K^2}
+    nc1: list[list[float]]  # of the features H_l entering W_l
+
+
+class DLUFMFullHessian(TypedDict):
+    """``dlufm.full_hessian_results``: the dense Hessian of the whole loss, per seed."""
+
+    parameters: int
+    tolerance: float
+    reference: list[list] | None  # science.md's [value, multiplicity or null] (configuration B)
+    matches_reference: bool | None
+    runs: list[dict]  # seed, eigenvalues (descending), clusters [[value, count]], ...
+
+
+class DLUFMResults(TypedDict, total=False):
+    """results.json of experiments.dlufm (``dlufm.run_results``): config, closed_form, final,
+    checks (the done-when booleans), track (steps, then per seed and step: loss, loss_gap, the
+    per-layer NC metrics, outliers, gap_ratio, overlap, outlier_smallest, bulk_largest), and
+    with --full-hessian full_hessian."""
+
+    config: dict
+    closed_form: DLUFMClosedForm
+    final: DLUFMFinal
+    checks: dict[str, bool]
+    track: dict[str, list]
+    full_hessian: DLUFMFullHessian
+
+
+class LayerSpectra(TypedDict):
+    """One trained network of a sweep (``dlufm.sweep_spectra``); per layer l = 1..L (W_l)."""
+
+    depth: int
+    seed: int
+    data_loss: float | None
+    hessian_top: list[list[float | None]]  # top K^2+1 data-term Hessian eigenvalues
+    outliers: list[int]
+    gap_ratio: list[float | None]
+    overlap: list[float | None]
+    nc1: list[float | None]  # of the features h_{l-1} entering W_l
+    singular_values: list[list[float | None]]
+
+
+class SweepSpectra(TypedDict):
+    """results.json of ``experiments.dlufm --from-workdir``."""
+
+    source: str
+    num_classes: int
+    loss_scale: float
+    outlier_rtol: float
+    runs: list[LayerSpectra]

@@ -206,3 +206,113 @@ def nonlinear(results: dict, seconds: dict[str, dict[str, float]]) -> str:
             lines += ["", "Checks: " + "; ".join(
                 f"{name}: {'yes' if ok else 'NO'}" for name, ok in rec_["checks"].items()), ""]
     return "\n".join(lines) + "\n"
+
+
+def _span(values, fmt: str = ".10g") -> str:
+    """``a`` or ``a .. b``: the range of the finite values as formatted ("-" if none)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return "-"
+    lo, hi = format(float(v.min()), fmt), format(float(v.max()), fmt)
+    return lo if lo == hi else f"{lo} .. {hi}"
+
+
+def _max_rel(values, ref: float) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{float(np.nanmax(np.abs(v / ref - 1))):.1e}"
+
+
+def dlufm(results: dict, seconds: dict[str, float]) -> str:
+    """experiments.dlufm (``records.DLUFMResults``): measured vs closed form over every seed
+    and layer, the done-when checks, and with --full-hessian the clustered spectrum against
+    science.md."""
+    c, cf, f = results["config"], results["closed_form"], results["final"]
+    k, k2 = c["num_classes"], c["num_classes"] ** 2
+    ok = {name: "yes" if v else "NO" for name, v in results["checks"].items()}
+    sv = np.array(f["singular_values"], dtype=float)
+    top = np.array(f["hessian_top"], dtype=float)
+    loss, data_loss = np.array(f["loss"]), np.array(f["data_loss"])
+    gamma = 1 - np.sqrt(2 * data_loss)  # at collapse the logits are gamma Y
+    rows = [
+        ["gamma (measured: 1 - sqrt(2 data loss))", f"{cf['gamma']:.10g}", _span(gamma),
+         _max_rel(gamma, cf["gamma"]), ""],
+        ["loss*", f"{cf['loss']:.10g}", _span(loss),
+         f"abs {float(np.max(np.abs(loss - cf['loss']))):.1e}",
+         f"abs < 1e-10: {ok['loss_within_1e-10']}"],
+        ["sigma (top K singular values of each W_l)", f"{cf['sigma']:.10g}",
+         _span(sv[..., :k]), _max_rel(sv[..., :k], cf["sigma"]),
+         f"< 1e-6: {ok['sigma_within_1e-6']}"],
+        ["(K+1)-th singular value / sigma", "0", _span(sv[..., k] / cf["sigma"], ".1e"), "", ""],
+        ["class-mean norm of H_1", f"{cf['feature_norm']:.10g}", _span(f["feature_norms"]),
+         _max_rel(f["feature_norms"], cf["feature_norm"]), ""],
+        ["top K^2 layer-Hessian eigenvalues: lambda_W gamma/(1-gamma)", f"{cf['outlier']:.10g}",
+         _span(top[..., :k2]), _max_rel(top[..., :k2], cf["outlier"]),
+         f"< 1e-6: {ok['outliers_within_1e-6']}"],
+        ["lambda_{K^2+1} / lambda_1", "0", _span(np.abs(top[..., k2]) / top[..., 0], ".1e"), "",
+         f"< 1e-9: {ok['rest_below_1e-9']}"],
+        [f"outliers (> {c.get('outlier_rtol', 1e-6):g} lambda_1)", str(k2),
+         _span(f["outliers"], "g"), "", ""],
+        ["data-gradient overlap with the top-K^2 space", "1", _span(f["gradient_overlap"],
+                                                                    ".16f"),
+         "", f"> 0.9999: {ok['overlap_above_0.9999']}"],
+        ["NC1 of H_l (every layer)", "0", _span(f["nc1"], ".1e"), "", ""],
+    ]
+    lines = [
+        "# Deep linear unconstrained feature model", "",
+        f"K = {k}, n = {c['samples_per_class']}, d = {c['width']}, L = {c['depth']}, lambda_W = "
+        f"{c['weight_decay']:g}, lambda_H = {c['feature_decay']:g}; full-batch gradient descent "
+        f"lr {c['lr']:g}, {c['steps']} steps from N(0, 1/d), float64; seeds "
+        f"{', '.join(map(str, c['seeds']))}. Measured over every seed and layer after the last "
+        f"step (layer Hessian: the data term w.r.t. W_l; with the regulariser the outliers sit "
+        f"at {cf['outlier'] + c['weight_decay']:.7g}). Training {seconds['train']:.1f} s "
+        "(compilation included).", "",
+        *table(["quantity", "closed form", "measured", "max error (rel.)", "done when"], rows),
+    ]
+    full = results.get("full_hessian")
+    if full:
+        ref = full["reference"] or []
+        first = full["runs"][0]
+        frows = []
+        for value, count in first["clusters"]:
+            match = next((r for r in ref if abs(value - r[0]) <= full["tolerance"]), None)
+            frows.append([f"{value:.8f}", count, "-" if match is None else f"{match[0]:g}",
+                          "-" if match is None or match[1] is None else match[1]])
+        lines += [
+            "", f"## Full-parameter Hessian (P = {full['parameters']}, loss with regulariser)",
+            "", f"Eigenvalues of seed {first['seed']} grouped to 1e-8 of the largest"
+            f"{'; reference: science.md (5 decimals)' if ref else ''}.", "",
+            *table(["eigenvalue", "multiplicity", "science.md", "stated multiplicity"], frows)]
+        if full["matches_reference"] is not None:
+            lines += ["", "Every stated multiplicity found and every eigenvalue within "
+                      f"{full['tolerance']:g} of a science.md value, all seeds: "
+                      f"{'yes' if full['matches_reference'] else 'NO'} (full Hessian "
+                      f"{seconds.get('full_hessian', 0.0):.1f} s)."]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_spectra(results: dict, seconds: dict[str, float]) -> str:
+    """experiments.dlufm --from-workdir (``records.SweepSpectra``): per depth and layer W_l,
+    the median over seeds of the data-term Hessian's top eigenvalue, lambda_{K^2+1} /
+    lambda_{K^2}, the outlier count, the data-gradient overlap and NC1 of the features."""
+    k2 = results["num_classes"] ** 2
+    rows = []
+    for depth in sorted({r["depth"] for r in results["runs"]}):
+        rs = [r for r in results["runs"] if r["depth"] == depth]
+        for l in range(depth):
+            def med(key: str, col: int | None = None, rs=rs, l=l) -> float:
+                v = [r[key][l] if col is None else r[key][l][col] for r in rs]
+                return float(np.nanmedian(np.array(v, dtype=float)))
+
+            rows.append([depth, l + 1, len(rs), num(med("hessian_top", 0)),
+                         num(med("hessian_top", k2 - 1)), num(med("gap_ratio"), ".3g"),
+                         num(med("outliers"), "g"), num(med("overlap"), ".3g"),
+                         num(med("nc1"), ".3g")])
+    return "\n".join([
+        "# Per-layer Hessian spectra of a trained sweep", "",
+        f"Networks of {results['source']} on their training data; data term (1/N) sum_i "
+        f"||alpha f(x_i) - y_i||^2 (alpha = {results['loss_scale']:g}), exact Kronecker Hessian "
+        f"w.r.t. each W_l; K^2 = {k2}; outliers above {results['outlier_rtol']:g} x lambda_1; "
+        f"NC1 of the features entering W_l; medians over seeds. {seconds['spectra']:.1f} s.", "",
+        *table(["L", "W_l", "seeds", "lambda_1", "lambda_{K^2}", "lambda_{K^2+1}/lambda_{K^2}",
+                "outliers", "grad. overlap", "NC1"], rows)]) + "\n"

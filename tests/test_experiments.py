@@ -19,6 +19,7 @@ TINY = {
                     "--epochs", "300", "--width-depth", "2"],
     "nonlinear": ["--epochs", "1", "--width", "32", "--samples-per-class", "20",
                   "--probe-steps", "5", "--embed-per-class", "3"],
+    "dlufm": ["--steps", "300", "--track-every", "100"],
 }
 SLOW = {"nonlinear"}
 
