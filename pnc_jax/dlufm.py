@@ -720,14 +720,22 @@ def sweep_spectra(workdir, x_NxD, labels_N, outlier_rtol: float = 1e-6) -> list[
     """``chain_spectra`` of every trained network (depth, seed) of the sweep in ``workdir``
     (``trained_sweep``) on its training data ``x_NxD``, ``labels_N`` (``pnc_jax.data.
     dataset_for`` of its config): one JSON-ready dict per run, depth-major, with depth, seed,
-    data_loss and per layer l = 1..L (the matrix W_l) hessian_top, outliers, gap_ratio,
-    overlap, nc1 (of the features entering W_l), singular_values."""
+    status (the sweep's "ok" / "diverged" from its results.json, None without one), data_loss
+    and per layer l = 1..L (the matrix W_l) hessian_top, outliers, gap_ratio, overlap, nc1 (of
+    the features entering W_l), singular_values."""
     from flax import nnx
 
     from pnc_jax.models import weight_matrices
     from pnc_jax.sweep import load_run
+    from pnc_jax.workdir import Workdir
 
     cfg, runs = trained_sweep(workdir)
+    status: dict = {}
+    try:
+        records = Workdir.read(workdir).read_json("results.json")
+        status = {(r["depth"], r["seed"]): r.get("status") for r in records}
+    except (FileNotFoundError, ValueError, TypeError, KeyError, AttributeError):
+        pass  # no (or another kind of) results.json: status unknown
     out = []
     for depth in cfg.depths:
         seeds = [s for d, s in runs if d == depth]
@@ -737,6 +745,6 @@ def sweep_spectra(workdir, x_NxD, labels_N, outlier_rtol: float = 1e-6) -> list[
         res = chain_spectra(stacked, x_NxD, labels_N, cfg.num_classes, cfg.loss_scale,
                             outlier_rtol)
         for r, seed in enumerate(seeds):
-            out.append({"depth": depth, "seed": seed,
+            out.append({"depth": depth, "seed": seed, "status": status.get((depth, seed)),
                         **{name: _json(v[r]) for name, v in sorted(res.items())}})
     return out

@@ -212,6 +212,7 @@ class LayerSpectra(TypedDict):
 
     depth: int
     seed: int
+    status: str | None  # the sweep's "ok" / "diverged" (None: it wrote no results.json)
     data_loss: float | None
     hessian_top: list[list[float | None]]  # top K^2+1 data-term Hessian eigenvalues
     outliers: list[int]

@@ -294,17 +294,22 @@ def dlufm(results: dict, seconds: dict[str, float]) -> str:
 def sweep_spectra(results: dict, seconds: dict[str, float]) -> str:
     """experiments.dlufm --from-workdir (``records.SweepSpectra``): per depth and layer W_l,
     the median over seeds of the data-term Hessian's top eigenvalue, lambda_{K^2+1} /
-    lambda_{K^2}, the outlier count, the data-gradient overlap and NC1 of the features."""
+    lambda_{K^2}, the outlier count, the data-gradient overlap and NC1 of the features; runs
+    the sweep reported as not "ok" (diverged) are left out of the medians."""
     k2 = results["num_classes"] ** 2
     rows = []
     for depth in sorted({r["depth"] for r in results["runs"]}):
-        rs = [r for r in results["runs"] if r["depth"] == depth]
+        every = [r for r in results["runs"] if r["depth"] == depth]
+        rs = [r for r in every if r.get("status") in ("ok", None)]
+        if not rs:
+            rows.append([depth, "-", f"0/{len(every)}", *["-"] * 6])
+            continue
         for l in range(depth):
             def med(key: str, col: int | None = None, rs=rs, l=l) -> float:
                 v = [r[key][l] if col is None else r[key][l][col] for r in rs]
                 return float(np.nanmedian(np.array(v, dtype=float)))
 
-            rows.append([depth, l + 1, len(rs), num(med("hessian_top", 0)),
+            rows.append([depth, l + 1, f"{len(rs)}/{len(every)}", num(med("hessian_top", 0)),
                          num(med("hessian_top", k2 - 1)), num(med("gap_ratio"), ".3g"),
                          num(med("outliers"), "g"), num(med("overlap"), ".3g"),
                          num(med("nc1"), ".3g")])
@@ -313,6 +318,7 @@ def sweep_spectra(results: dict, seconds: dict[str, float]) -> str:
         f"Networks of {results['source']} on their training data; data term (1/N) sum_i "
         f"||alpha f(x_i) - y_i||^2 (alpha = {results['loss_scale']:g}), exact Kronecker Hessian "
         f"w.r.t. each W_l; K^2 = {k2}; outliers above {results['outlier_rtol']:g} x lambda_1; "
-        f"NC1 of the features entering W_l; medians over seeds. {seconds['spectra']:.1f} s.", "",
-        *table(["L", "W_l", "seeds", "lambda_1", "lambda_{K^2}", "lambda_{K^2+1}/lambda_{K^2}",
+        f"NC1 of the features entering W_l; medians over the runs the sweep reports ok. "
+        f"{seconds['spectra']:.1f} s.", "",
+        *table(["L", "W_l", "ok/runs", "lambda_1", "lambda_{K^2}", "lambda_{K^2+1}/lambda_{K^2}",
                 "outliers", "grad. overlap", "NC1"], rows)]) + "\n"

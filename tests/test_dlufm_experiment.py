@@ -160,6 +160,7 @@ def _nc1(h_NxM, labels, k):
     return np.trace(sw / len(labels) @ np.linalg.pinv(sb, rcond=1e-12, hermitian=True)) / k
 
 
+@pytest.mark.slow  # a sweep, then two compiled depths: ~30 s on 2 loaded cores
 def test_from_workdir_equals_a_numpy_brute_force(tmp_path):
     sweep_dir, wd = tmp_path / "sweep", tmp_path / "spectra"
     runs = sweep_depth.main(["--workdir", str(sweep_dir), "--no-progress", *SWEEP])
@@ -175,6 +176,7 @@ def test_from_workdir_equals_a_numpy_brute_force(tmp_path):
     n = len(labels)
     for got, sweep_run in zip(res["runs"], runs, strict=True):
         depth = got["depth"]
+        assert got["status"] == sweep_run["status"] == "ok"
         model = load_run(sweep_dir, depth, got["seed"])
         ws = [np.asarray(w, np.float64) for w in weight_matrices(nnx.state(model), depth)]
         f_NxK = x
@@ -204,7 +206,7 @@ def test_from_workdir_equals_a_numpy_brute_force(tmp_path):
                                                 dtype=float), s[:k + 1], rtol=1e-10)
             h = h @ w.T
     assert (wd / "layer_spectra.png").stat().st_size > 0
-    assert "| 4 | 4 | 2 |" in (wd / "summary.md").read_text()
+    assert "| 4 | 4 | 2/2 |" in (wd / "summary.md").read_text()
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -153,12 +153,15 @@ def alignment_figure(results: dict, path) -> None:
 
 
 def layer_spectra_figure(results: dict, path) -> None:
-    """Per depth (median over seeds): lambda_{K^2+1}/lambda_{K^2} and NC1 vs layer W_l."""
+    """Per depth (median over the seeds the sweep reports "ok"): lambda_{K^2+1}/lambda_{K^2}
+    and NC1 vs layer W_l."""
     runs = results["runs"]
     depths = sorted({r["depth"] for r in runs})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120)
     for depth, colour in zip(depths, _colours(len(depths)), strict=True):
-        rs = [r for r in runs if r["depth"] == depth]
+        rs = [r for r in runs if r["depth"] == depth and r.get("status") in ("ok", None)]
+        if not rs:
+            continue
         layer = np.arange(1, depth + 1)
         for ax, key in zip(axes, ("gap_ratio", "nc1"), strict=True):
             med = np.nanmedian(_arr([r[key] for r in rs]), axis=0)
@@ -171,5 +174,5 @@ def layer_spectra_figure(results: dict, path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{results['source']}: medians over seeds")
+    fig.suptitle(f"{results['source']}: medians over converged seeds")
     _save(fig, path)
