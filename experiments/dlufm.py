@@ -76,7 +76,7 @@ def default() -> Settings:
 
     Expected (science.md): loss* = 0.07048705 reached to ~1e-16, every W_l with 4 singular
     values sigma = 1.321276, ||mu_c^(1)|| = 0.417824, 16 layer-Hessian outliers at 0.1330153
-    (rest ~1e-17), gradient overlap 1 - 1e-16, NC1 ~1e-31. About 10 s on a 2-core CPU.
+    (rest ~1e-17), gradient overlap 1 - 1e-15, NC1 ~1e-31. 22 s on 2 shared cores, cold.
     """
     return Settings()
 
@@ -86,7 +86,7 @@ def full_hessian() -> Settings:
     full-parameter Hessian: python -m experiments.dlufm --full-hessian.
 
     Expected (science.md): top 9 at 0.93265 (x3) and 0.90265 (x6), 27 = K^2(n-1) at 0.23316, then
-    0.01 (x99), 0.005 (x243) and 0 (x90). About 10 s on a 2-core CPU.
+    0.01 (x99), 0.005 (x243) and 0 (x90). 27 s on 2 shared cores, cold.
     """
     return Settings(num_classes=3, samples_per_class=4, width=12, full_hessian=True)
 
