@@ -20,6 +20,10 @@ TINY = {
     "nonlinear": ["--epochs", "1", "--width", "32", "--samples-per-class", "20",
                   "--probe-steps", "5", "--embed-per-class", "3"],
     "dlufm": ["--steps", "300", "--track-every", "100"],
+    "transfer": ["--dataset", "gaussian", "--input-dim", "12", "--samples-per-class", "10",
+                 "--width", "10", "--backbone-depth", "1", "--head-depths", "0,2", "--seeds",
+                 "2", "--epochs", "10", "--batch-size", "0", "--lr", "0.05", "--loss-scale", "1",
+                 "--target-per-class", "2", "--target-draws", "2", "--probe-steps", "10"],
 }
 SLOW = {"nonlinear"}
 
