@@ -113,6 +113,11 @@ class Config:
     matmul_precision: str = setting("highest", "matmul precision of training (metrics are "
                                     "always float64)", choices=PRECISIONS)
     chunk_epochs: int = setting(50, "epochs per compiled chunk between log/checkpoint points")
+    measure_every: int = setting(0, "epochs between the per-layer fuzziness measurements taken "
+                                 "inside the training loop (0 = none); divides chunk_epochs")
+    measure_batch: int = setting(0, "BatchNorm of those measurements: 0 = eval mode (running "
+                                 "statistics), B = training mode over consecutive batches of B "
+                                 "training points (He & Su: 100)")
 
     def validate(self) -> Config:
         """Raise ValueError naming the first bad value; return self."""
@@ -136,7 +141,7 @@ class Config:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive and finite, got {getattr(self, name)}")
         for name in ("momentum", "weight_decay", "perturbation", "tol", "batch_size", "resize",
-                     "data_seed"):
+                     "data_seed", "measure_every", "measure_batch"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.final_lr_factor <= 1:
@@ -156,6 +161,9 @@ class Config:
         bad = [m for m in self.milestones if not 0 < m < self.epochs]
         if bad:
             raise ValueError(f"milestone {bad[0]} must lie in (0, epochs={self.epochs})")
+        if self.measure_every and self.chunk_epochs % self.measure_every:
+            raise ValueError(f"measure_every={self.measure_every} must divide chunk_epochs="
+                             f"{self.chunk_epochs}")
         if self.optimizer == "adam" and self.momentum:
             raise ValueError(f"momentum={self.momentum} applies to sgd only (adam has its "
                              "own moments)")

@@ -30,7 +30,7 @@ from pnc_jax import checkpoint, fits, metrics, signals
 from pnc_jax.config import Config
 from pnc_jax.progress import Progress
 from pnc_jax.sharding import model_mesh, model_sharding, pad_models, replicate, shard_models
-from pnc_jax.train import DIVERGED, RUNNING, STATUS_NAMES, dtype_of, make_trainer
+from pnc_jax.train import DIVERGED, RUNNING, STATUS_NAMES, dtype_of, make_trainer, run_measured
 from pnc_jax.workdir import Workdir, json_float
 from pnc_jax.xla_cpu import avoid_cpu_deadlock
 
@@ -53,7 +53,7 @@ def depth_groups(cfg: Config, depth_strategy: str = "auto") -> list[tuple[int, .
     """Depths trained together. "pad": one program (depth 1, whose W_1 is the classifier, cannot
     be padded and trains apart); "group": one program per depth; "auto": see resolve_strategy."""
     depth_strategy = resolve_strategy(depth_strategy)
-    if depth_strategy == "group":
+    if depth_strategy == "group" or cfg.depth_lrs:  # per-depth lrs: one program per depth
         return [(d,) for d in cfg.depths]
     if depth_strategy != "pad":
         raise ValueError(f"depth_strategy={depth_strategy!r} is not 'auto', 'pad' or 'group'")
@@ -79,10 +79,15 @@ def check_data(cfg: Config, x_NxD, labels_N) -> None:
     if x_NxD.ndim != 2:
         raise ValueError(f"x must be 2-D (N, d), got shape {x_NxD.shape}")
     metrics.check_inputs(x_NxD, np.asarray(labels_N), cfg.num_classes)
+    if cfg.measure_batch > len(x_NxD):
+        raise ValueError(f"measure_batch={cfg.measure_batch} exceeds the {len(x_NxD)} training "
+                         "points")
 
 
-def run_records(cfg: Config, runs, state, measured) -> list[dict]:
-    """results.json entries: index l of each per-layer list is the output of layer l (0: input)."""
+def run_records(cfg: Config, runs, state, measured, emergence=None) -> list[dict]:
+    """results.json entries: index l of each per-layer list is the output of layer l (0: input).
+    With ``emergence`` ({epoch: per-run fuzziness lists}, ``cfg.measure_every`` > 0) each entry
+    also holds ``"emergence": {"epochs": [...], "fuzziness": [[D_0..D_{L-1}] per epoch]}``."""
     status = np.asarray(state.status)
     out = []
     for i, (depth, seed) in enumerate(runs):
@@ -101,6 +106,9 @@ def run_records(cfg: Config, runs, state, measured) -> list[dict]:
         fit_c = fits.fit_record(per_layer["compression"], "geometric")
         fit_d = fits.fit_record(per_layer["discrimination"], "linear")
         rec["compression_fit"] = None if diverged else fit_c
+        if emergence is not None:
+            epochs = sorted(emergence)
+            rec["emergence"] = {"epochs": epochs, "fuzziness": [emergence[e][i] for e in epochs]}
         rec["discrimination_fit"] = None if diverged else fit_d
         out.append(rec)
     return out
@@ -180,9 +188,10 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     finally:
         bar.close()
     records, states = {}, {}
-    for group, (state, measured) in sorted(zip(order, done, strict=True), key=lambda p: p[0].index):
-        for col, rec in zip(group.columns, run_records(cfg, group.runs, state, measured),
-                            strict=True):
+    for group, (state, measured, emerged) in sorted(zip(order, done, strict=True),
+                                                    key=lambda p: p[0].index):
+        for col, rec in zip(group.columns,
+                            run_records(cfg, group.runs, state, measured, emerged), strict=True):
             records[col] = rec
         states[group.depths] = state
     return [records[i] for i in range(len(all_runs))], states
@@ -192,7 +201,8 @@ def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
              resume, fprint) -> _Group:
     """Initial (or restored) states, and the training chunk and measurement of one part,
     lowered. Checkpoints hold the unpadded models, so a run resumes on any devices or threads."""
-    trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=max(group))
+    trainer = make_trainer(cfg, x.shape[1], x.shape[0], max_depth=max(group),
+                           lr=cfg.lr_of(group[0]) if len(group) == 1 else None)
     keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for _, s in runs])
     depths = np.array([d for d, _ in runs], np.int32)
     # op by op, not jitted: the ops' compilations are shared by all groups (7 jitted inits of
@@ -208,8 +218,13 @@ def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
     # every leaf sharded on its model axis, as the compiled chunk takes and returns it
     state = shard_models(pad_models(state, mesh, parts), mesh)
     part = _split(state, parts)[0]
-    run_chunk = jax.jit(jax.vmap(lambda s, x, y: trainer.run(s, x, y, cfg.chunk_epochs),
-                                 in_axes=(0, None, None)), out_shardings=model_sharding(mesh))
+    def chunk(s, x, y):  # with measure_every: (state, losses, fuzziness every k epochs)
+        if cfg.measure_every:
+            return run_measured(trainer, cfg, s, x, y, cfg.chunk_epochs)
+        return trainer.run(s, x, y, cfg.chunk_epochs)
+
+    run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)),
+                        out_shardings=model_sharding(mesh))
     measure = jax.jit(jax.vmap(trainer.measure, in_axes=(0, None, None)))
     return _Group(gi, group, runs, [all_runs.index(r) for r in runs], parts, state, epoch0,
                   fprint, run_chunk.lower(part, x, labels), measure.lower(part, x, labels))
@@ -231,18 +246,26 @@ def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, st
 
     run_chunk = _over_parts(group.run_chunk.compile(), group.parts)
     status = np.asarray(state.status)[:n]
+    k = cfg.measure_every  # emergence: {epoch: per-model fuzziness lists}, logged rows first
+    emergence = None if not k else _logged_fuzziness(workdir, gi, group.columns, epoch0)
     while epoch0 < cfg.epochs and np.any(status == RUNNING):
         # another group failed or a signal asked to stop: keep our epochs
         if stop.is_set() or signals.requested() is not None:
             save_state()
             return None
-        state, losses = run_chunk(state, x, labels)
+        state, losses, *fuzz = run_chunk(state, x, labels)
         losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
         steps = min(cfg.chunk_epochs, cfg.epochs - epoch0)
         status = np.asarray(state.status)[:n]
+        rows = [{"epoch": epoch0 + t, "group": gi,
+                 "loss": _scatter(losses[t], group.columns, num_runs)} for t in range(steps)]
+        if emergence is not None:  # row j of the chunk: after epoch0 + (j+1) k epochs
+            for j, fz in enumerate(np.asarray(fuzz[0])[:n].transpose(1, 0, 2)[:steps // k]):
+                emergence[epoch0 + (j + 1) * k] = [[json_float(v) for v in f[:d]] for f, (d, _)
+                                                   in zip(fz, group.runs, strict=True)]
+                rows[(j + 1) * k - 1]["fuzziness"] = _scatter_lists(
+                    emergence[epoch0 + (j + 1) * k], group.columns, num_runs)
         if workdir is not None:
-            rows = [{"epoch": epoch0 + t, "group": gi,
-                     "loss": _scatter(losses[t], group.columns, num_runs)} for t in range(steps)]
             with lock:
                 workdir.append_metrics(rows)
         epoch0 += steps
@@ -257,7 +280,17 @@ def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, st
                             _first({"params": state.params, "stats": state.stats}, n),
                             fingerprint=group.fingerprint)
     measured = jax.device_get(_over_parts(group.measure.compile(), group.parts)(state, x, labels))
-    return _first(state, n), measured
+    return _first(state, n), measured, emergence
+
+
+def _logged_fuzziness(workdir, gi: int, columns: list[int], epoch0: int) -> dict:
+    """{epoch: per-model fuzziness lists} of group ``gi``'s metrics.jsonl rows before ``epoch0``
+    (a resumed run continues its emergence from them; row e holds the value after e+1 epochs)."""
+    if workdir is None or epoch0 == 0 or not workdir.file("metrics.jsonl").exists():
+        return {}
+    rows = (json.loads(line) for line in workdir.file("metrics.jsonl").read_text().splitlines())
+    return {r["epoch"] + 1: [r["fuzziness"][c] for c in columns] for r in rows
+            if r.get("group", 0) == gi and "fuzziness" in r and r["epoch"] < epoch0}
 
 
 def _first(tree, n: int):
@@ -312,6 +345,13 @@ def run_all(fn, items, workers: int, stop: threading.Event | None = None) -> lis
         except BaseException:
             stop.set()
             raise
+
+
+def _scatter_lists(lists, columns, total):
+    out: list = [None] * total
+    for c, v in zip(columns, lists, strict=True):
+        out[c] = v
+    return out
 
 
 def _scatter(values, columns, total):

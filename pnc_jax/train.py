@@ -174,6 +174,48 @@ METRICS = {
 }
 
 
+def layer_fuzziness(trainer: Trainer, cfg: Config, state: TrainState, x_NxD: jax.Array,
+                    labels_N: jax.Array) -> jax.Array:
+    """He & Su's fuzziness D_l of h_0..h_{L_max-1} of one model, (L_max,) float64 (jit/vmap-able).
+
+    BatchNorm per ``cfg.measure_batch``: 0 = eval mode (running statistics); B > 0 = training
+    mode, each of the consecutive batches x[0:B], x[B:2B], ... (the last one shorter when B does
+    not divide N) normalised with its own statistics, as ``features.layer_metrics(...,
+    bn_train=True, batch_size=B)`` and He & Su's extraction. Running statistics stay as they are.
+    """
+    def feats(x, train):
+        return trainer.apply(state.params, state.stats, x, state.depth, train)[1]
+
+    b, n = cfg.measure_batch, x_NxD.shape[0]
+    if b == 0:
+        hs = feats(x_NxD, False)
+    else:
+        full = n // b * b
+        per_batch = jax.vmap(lambda xb: feats(xb, True))(x_NxD[:full].reshape(n // b, b, -1))
+        hs = [h.reshape(full, h.shape[-1]) for h in per_batch]
+        if full < n:
+            hs = [jnp.concatenate([h, r]) for h, r in zip(hs, feats(x_NxD[full:], True),
+                                                          strict=True)]
+    return metrics.layerwise(metrics.separation_fuzziness, hs, labels_N, cfg.num_classes)
+
+
+def run_measured(trainer: Trainer, cfg: Config, state: TrainState, x_NxD: jax.Array,
+                 labels_N: jax.Array, num_epochs: int):
+    """``trainer.run`` for ``num_epochs`` (a multiple of ``cfg.measure_every`` = k) as a scan
+    over k-epoch blocks, each followed by ``layer_fuzziness``: returns (state, losses_E,
+    fuzziness_MxL), M = num_epochs / k, row j measured after j+1 blocks. All on device."""
+    k = cfg.measure_every
+    if k < 1 or num_epochs % k:
+        raise ValueError(f"num_epochs={num_epochs} must be a multiple of measure_every={k} >= 1")
+
+    def block(s, _):
+        s, losses = trainer.run(s, x_NxD, labels_N, k)
+        return s, (losses, layer_fuzziness(trainer, cfg, s, x_NxD, labels_N))
+
+    state, (losses, fuzz) = jax.lax.scan(block, state, None, length=num_epochs // k)
+    return state, losses.reshape(-1), fuzz
+
+
 def make_train(cfg: Config, x_NxD, labels_N, measure_every: int = 0):
     """``train(key, depth=L_max) -> (state, losses_E, metrics_over_training)``, jit/vmap-able.
 
