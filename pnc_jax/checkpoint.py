@@ -6,6 +6,11 @@ written after orbax has finished. ``save`` writes ``path.new``, then renames the
 leaves at least one complete checkpoint among the three (or the earlier one, if the first save
 never completed). ``restore`` takes the newest complete one and ignores partial ones (the next
 ``save`` deletes them); ``restore(..., fingerprint=f)`` refuses a checkpoint of another run.
+
+Both work in the calling process alone, also in a multi-process run (orbax is told that this
+process is the only one taking part, so it waits on no other): the trees are host arrays, already
+gathered from every process (``sharding.to_host``), and ``sweep`` saves and restores on process 0
+only, sending what it restored to the others (``sharding.from_writer``).
 """
 
 import json
@@ -34,6 +39,13 @@ def _old(path: Path) -> Path:
     return path.with_name(path.name + ".old")
 
 
+def _checkpointer() -> ocp.StandardCheckpointer:
+    """An orbax checkpointer of this process alone: no barrier with the other processes."""
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
+
+
 def _complete(path: Path) -> bool:
     return (path / META).is_file()
 
@@ -52,7 +64,7 @@ def save(path: str | Path, tree, *, fingerprint: str = "") -> None:
     new, old = _new(path), _old(path)
     for leftover in [new, *path.parent.glob(f"{new.name}{_ORBAX_TMP}*")]:
         _remove(leftover)  # what a killed save left behind
-    checkpointer = ocp.StandardCheckpointer()
+    checkpointer = _checkpointer()
     checkpointer.save(new, jax.device_get(tree), force=True)
     checkpointer.wait_until_finished()
     atomic_write_text(new / META, json.dumps({"fingerprint": fingerprint}) + "\n")
@@ -103,7 +115,7 @@ def restore(path: str | Path, like, *, fingerprint: str | None = None):
                                      "grid or data; pass --overwrite to start over")
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, jax.device_get(like))
     try:
-        return ocp.StandardCheckpointer().restore(found, target)
+        return _checkpointer().restore(found, target)
     except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
         raise ValueError(f"checkpoint {found} cannot be read ({type(e).__name__}: "
                          f"{str(e)[:300]})") from None

@@ -159,32 +159,6 @@ class LayerRecord(TypedDict, total=False):
     checks: dict[str, bool]
 
 
-class TransferRecord(TypedDict):
-    """One pretrained (head depth, seed) of experiments.transfer (``pnc_jax.transfer``): the
-    source training outcome, then the backbone alone (layers 0..b, head and classifier dropped)
-    on the target classes."""
-
-    head_depth: int  # h
-    seed: int
-    depth: int  # L = b + h + 1
-    status: str  # "ok" | "diverged"
-    converged: bool
-    epochs_trained: int
-    final_loss: float | None
-    source_train_accuracy: float | None
-    source_test_accuracy: float | None
-    network_compression_source: list[float | None]  # C_l, l = 0..L-1, whole net (the sweep's)
-    transfer_accuracy: float | None  # probe on h_b, mean over the labelled draws
-    transfer_accuracy_draws: list[float | None]
-    layer_probe_accuracy: list[float | None]  # l = 0 (input) .. b, mean over the draws
-    backbone_compression_source: float | None  # C of h_b on the source training data
-    backbone_discrimination_source: float | None
-    backbone_nc1_source: float | None
-    backbone_compression_target: float | None  # on the held-out target data
-    backbone_discrimination_target: float | None
-    backbone_nc1_target: float | None
-
-
 class DLUFMClosedForm(TypedDict):
     """``dlufm.closed_form``: the deep-collapse optimum of the DLUFM (science.md, section 4)."""
 
@@ -238,7 +212,6 @@ class LayerSpectra(TypedDict):
 
     depth: int
     seed: int
-    status: str | None  # the sweep's "ok" / "diverged" (None: it wrote no results.json)
     data_loss: float | None
     hessian_top: list[list[float | None]]  # top K^2+1 data-term Hessian eigenvalues
     outliers: list[int]
@@ -256,3 +229,54 @@ class SweepSpectra(TypedDict):
     loss_scale: float
     outlier_rtol: float
     runs: list[LayerSpectra]
+
+
+class LawFit(TypedDict):
+    """He & Su's law fitted to one fuzziness profile (``separation.fit_law``): ln D_l on l."""
+
+    rho: float | None  # exp(slope): the per-layer decay ratio of the fuzziness
+    pearson_r: float | None
+    r2: float | None
+    log_d0: float | None  # intercept: ln D at l = 0
+
+
+class SeparationLaw(LawFit):
+    """``separation.separation_law``: the profile and its fit over layers start..L-1."""
+
+    fuzziness: list[float]  # D_0..D_{L-1}
+    start: int
+
+
+class EmergencePoint(TypedDict):
+    """The law's fit at one epoch of training (epoch 0 = initialisation)."""
+
+    epoch: int
+    rho: float | None
+    pearson_r: float | None
+
+
+class SeparationRun(TypedDict):
+    """One trained (depth, seed, ablation) of experiments.data_separation (results.json)."""
+
+    depth: int
+    seed: int
+    ablation: str  # "none" | "no_batchnorm" | "no_relu" | "random_labels"
+    optimizer: str
+    lr: float
+    status: str
+    epochs_trained: int
+    final_loss: float | None
+    train_accuracy: float | None  # on the labels trained on (random ones for random_labels)
+    test_accuracy: float | None
+    fuzziness: list[float]  # BatchNorm in training mode over fixed batches (He & Su)
+    rho: float | None
+    pearson_r: float | None
+    r2: float | None
+    log_d0: float | None
+    fuzziness_eval_bn: list[float]  # BatchNorm in eval mode (running statistics)
+    rho_eval_bn: float | None
+    pearson_r_eval_bn: float | None
+    fuzziness_at_init: list[float]  # training-mode BatchNorm, before training
+    rho_at_init: float | None
+    pearson_r_at_init: float | None
+    emergence: list[EmergencePoint]

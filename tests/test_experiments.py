@@ -19,13 +19,14 @@ TINY = {
                     "--epochs", "300", "--width-depth", "2"],
     "nonlinear": ["--epochs", "1", "--width", "32", "--samples-per-class", "20",
                   "--probe-steps", "5", "--embed-per-class", "3"],
+    "data_separation": ["--dataset", "gaussian", "--input-dim", "8", "--num-classes", "4",
+                        "--samples-per-class", "10", "--width", "12", "--depths", "3",
+                        "--depth-lrs", "0.01", "--seeds", "2", "--epochs", "10",
+                        "--chunk-epochs", "10", "--measure-every", "5", "--measure-batch", "20",
+                        "--milestones", "5", "--ablations", "none,random_labels"],
     "dlufm": ["--steps", "300", "--track-every", "100"],
-    "transfer": ["--dataset", "gaussian", "--input-dim", "12", "--samples-per-class", "10",
-                 "--width", "10", "--backbone-depth", "1", "--head-depths", "0,2", "--seeds",
-                 "2", "--epochs", "10", "--batch-size", "0", "--lr", "0.05", "--loss-scale", "1",
-                 "--target-per-class", "2", "--target-draws", "2", "--probe-steps", "10"],
 }
-SLOW = {"nonlinear"}
+SLOW = {"nonlinear", "data_separation"}
 
 
 @pytest.mark.parametrize("name", [
