@@ -14,7 +14,10 @@ results. ``Experiment.main(argv)`` does the rest:
 3. the work directory (``pnc_jax.workdir``), claimed for this run, and the persistent
    compilation cache (``pnc_jax.compilation_cache``);
 4. SIGINT / SIGTERM: the sweeps checkpoint and the run exits 130 / 143 with a one-line hint
-   (``pnc_jax.signals``).
+   (``pnc_jax.signals``);
+5. ``--distributed``: the processes of a multi-host run join (``init_distributed``); process 0
+   writes the work directory and prints, the others train their shards silently
+   (``pnc_jax.workdir``, ``pnc_jax.sharding``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +59,48 @@ def fail(message: str) -> None:
     """One line on stderr, exit status 2."""
     sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
     raise SystemExit(2)
+
+
+# ----------------------------------------------------------------------------- processes
+
+DISTRIBUTED_ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
+                   "process_id": "JAX_PROCESS_ID"}
+_FLAG = {"coordinator": "--coordinator", "num_processes": "--num-processes",
+         "process_id": "--process-id"}
+
+
+def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> None:
+    """``jax.distributed.initialize`` for a multi-process run. Each of the coordinator address
+    (``HOST:PORT`` of process 0), the number of processes and this process's id comes from its
+    argument, else its environment variable (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
+    ``JAX_PROCESS_ID``), else JAX's detection of the cluster (SLURM, Open MPI, Cloud TPU,
+    Kubernetes). ``UsageError`` (one line) naming what is missing or bad, before connecting.
+    """
+    given: dict[str, Any] = {"coordinator": coordinator, "num_processes": num_processes,
+                             "process_id": process_id}
+    for key, env in DISTRIBUTED_ENV.items():
+        if given[key] is None and os.environ.get(env, "").strip():
+            text = os.environ[env].strip()
+            try:
+                given[key] = text if key == "coordinator" else int(text)
+            except ValueError:
+                raise UsageError(f"{env}={text!r} is not an integer") from None
+    address, n, i = given["coordinator"], given["num_processes"], given["process_id"]
+    if n is not None and n < 1:
+        raise UsageError(f"the number of processes must be >= 1, got {n}")
+    if i is not None and (i < 0 or (n is not None and i >= n)):
+        raise UsageError(f"the process id must be in 0..{'N-1' if n is None else n - 1}, got {i}")
+    if address is not None and ":" not in address:
+        raise UsageError(f"the coordinator address must be HOST:PORT, got {address!r}")
+    try:
+        jax.distributed.initialize(address, n, i)
+    except (ValueError, TypeError) as e:  # what neither we nor JAX's cluster detection knew
+        missing = [f"{_FLAG[k]} (or {DISTRIBUTED_ENV[k]})" for k, v in given.items() if v is None]
+        if not missing:
+            raise UsageError(f"--distributed: {e}") from None
+        raise UsageError(f"--distributed: no {', '.join(missing)} given and no SLURM, Open MPI, "
+                         f"Cloud TPU or Kubernetes cluster detected ({e})") from None
 
 
 # ----------------------------------------------------------------------------- flags
@@ -195,7 +241,8 @@ class RunContext:
         self.workdir.begin(to_json(self.settings), experiment=self.experiment,
                            preset=self.preset, **facts,
                            run={"depth_strategy": resolve_strategy(self.depth_strategy),
-                                "workers": self.workers})
+                                "workers": self.workers, "processes": jax.process_count(),
+                                "devices": jax.device_count()})
         self.started = True
 
     def sweep(self, cfg: Config, x_NxD, labels_N, sub: str | None = None):
@@ -242,7 +289,18 @@ class Experiment(Generic[S]):
                          help="persistent compilation cache folder, or off (default: "
                               "$PNC_COMPILATION_CACHE, else ~/.cache/pnc_jax/xla)")
         run.add_argument("--distributed", action="store_true",
-                         help="call jax.distributed.initialize() first (multi-host runs)")
+                         help="join the other processes of a multi-host run first "
+                              "(jax.distributed); see --coordinator")
+        run.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                         help="with --distributed: process 0's address (default: "
+                              "$JAX_COORDINATOR_ADDRESS, else detected on SLURM, Open MPI, "
+                              "Cloud TPU, Kubernetes)")
+        run.add_argument("--num-processes", type=int, default=None, metavar="N",
+                         help="with --distributed: how many processes (default: "
+                              "$JAX_NUM_PROCESSES, else detected)")
+        run.add_argument("--process-id", type=int, default=None, metavar="I",
+                         help="with --distributed: this process, 0..N-1 (default: "
+                              "$JAX_PROCESS_ID, else detected)")
         names = ", ".join(f"{k} ({((v.__doc__ or '').strip().splitlines() or [''])[0]})"
                           for k, v in self.presets.items())
         run.add_argument("--preset", choices=tuple(self.presets), default=None,
@@ -266,6 +324,11 @@ class Experiment(Generic[S]):
         args = self.parser(preset).parse_args(argv)
         if args.workers < 0:
             raise UsageError(f"--workers={args.workers} must be >= 0 (0: one per CPU core)")
+        joined = [f for f, v in (("--coordinator", args.coordinator),
+                                 ("--num-processes", args.num_processes),
+                                 ("--process-id", args.process_id)) if v is not None]
+        if joined and not args.distributed:
+            raise UsageError(f"{joined[0]} is for multi-host runs: add --distributed")
         settings = self.presets[preset]()
         try:
             if record:
@@ -283,7 +346,12 @@ class Experiment(Generic[S]):
         try:
             settings, args, preset = self.settings(argv)
             if args.distributed:
-                jax.distributed.initialize()
+                init_distributed(args.coordinator, args.num_processes, args.process_id)
+                if jax.process_index() > 0:  # its output would repeat process 0's
+                    sys.stdout.flush()
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, sys.stdout.fileno())  # also what C++ libraries print
+                    os.close(null)
             workdir = Workdir(args.workdir, overwrite=args.overwrite, resume=args.resume)
             compilation_cache.enable(args.compilation_cache)
             jax.config.update("jax_enable_x64", True)  # metrics are float64; models keep dtype

@@ -16,8 +16,18 @@ never continued or appended to without ``resume``; ``overwrite`` deletes nothing
 (the new run has validated its settings and loaded its data), which then removes every file of
 the old run; ``resume`` continues only the same config and facts; results, config and summaries
 are written atomically (a reader sees the old file or the new one, never half of one).
+
+Multi-process runs (``--distributed``): every process constructs the ``Workdir`` (a collective),
+and exactly one, process 0, works in the folder: it claims it, checks its state, clears or
+resumes it, and every file of the run is written by it alone. The checks' outcome goes to every
+process, so all of them run or all refuse with the same one-line error. Every other process gets
+a private scratch folder as its ``path`` (deleted when it exits) where its copies of the
+experiment's writes land (results, summaries, figures: whatever an experiment writes through
+``path`` or ``file``), so no experiment needs code of its own for a multi-host run. The other
+processes never touch the work directory, which therefore need not be on a shared file system.
 """
 
+import atexit
 import fcntl
 import json
 import os
@@ -34,6 +44,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from pnc_jax import sharding
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy", "matplotlib")
 LOCK_NAME = ".lock"
@@ -201,6 +213,10 @@ class Workdir(WorkdirView):
     needs ``overwrite`` or ``resume``; an unfinished one (config.json, metrics or checkpoints but
     no results.json) needs ``resume`` (or ``overwrite`` to start over). It deletes nothing: the
     run calls ``begin`` once its settings are validated and its data loaded.
+
+    In a multi-process run only process 0 (``writer``) does all this; the same error, if any, is
+    raised in every process; the others' ``path`` is a private scratch folder (module docstring)
+    and ``target`` the work directory of the run in every process.
     """
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False):
@@ -209,6 +225,15 @@ class Workdir(WorkdirView):
             raise ValueError("--overwrite (start over) and --resume (continue) exclude each other")
         self.overwrite, self.resume = overwrite, resume
         self._begun = False
+        self._claim: _Claim | None = None
+        self.target = self.path
+        self.writer = sharding.is_writer()
+        sharding.from_writer(self._open)
+        if not self.writer:
+            self.path = _scratch()
+
+    def _open(self) -> None:
+        """Make, test, claim and check the folder (process 0 of a multi-process run)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write_test"
@@ -216,8 +241,9 @@ class Workdir(WorkdirView):
             probe.unlink()
         except OSError as e:
             raise ValueError(f"work directory {self.path} is not writable: {e}") from None
-        self._claim: _Claim | None = _Claim.get(self.path)
+        self._claim = _Claim.get(self.path)
         state = self.state()
+        overwrite, resume = self.overwrite, self.resume
         if state == "finished" and not (overwrite or resume):
             raise ValueError(f"{self.path} holds a finished run (results.json); pass --overwrite "
                              "to replace it")
@@ -257,6 +283,7 @@ class Workdir(WorkdirView):
         sub = Workdir.__new__(Workdir)
         WorkdirView.__init__(sub, self.path / rel)
         sub.overwrite, sub.resume, sub._begun, sub._claim = False, self.resume, True, self._claim
+        sub.writer, sub.target = self.writer, self.target / rel
         sub.path.mkdir(parents=True, exist_ok=True)
         return sub
 
@@ -276,12 +303,15 @@ class Workdir(WorkdirView):
         their fingerprints catch what does."""
         if self._begun:
             raise RuntimeError(f"Workdir.begin called twice for {self.path}")
+        sharding.from_writer(self._begin, config, run, facts)
+        self._begun = True
+
+    def _begin(self, config: dict, run: dict | None, facts: dict) -> None:
         if self.resume and self.file("config.json").exists():
             self._check_same_run(config, facts)
         if self.overwrite and self.state() != "empty":  # files of no run are left alone
             self._clear()
         self.write_config(config, **facts, **({} if run is None else {"run": run}))
-        self._begun = True
 
     def _check_same_run(self, config: dict, facts: dict) -> None:
         saved = self.read_config()
@@ -367,6 +397,13 @@ class Workdir(WorkdirView):
                 raise ValueError(f"{path}, line {number}: not a metrics row: {line[:80]!r}"
                                  ) from None
         atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def _scratch() -> Path:
+    """A private folder for a process that is not the writer, removed when the process ends."""
+    path = Path(tempfile.mkdtemp(prefix=f"pnc_jax-process{sharding.process_index()}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _check_removable(entry: Path, top: Path) -> None:
