@@ -159,6 +159,32 @@ class LayerRecord(TypedDict, total=False):
     checks: dict[str, bool]
 
 
+class TransferRecord(TypedDict):
+    """One pretrained (head depth, seed) of experiments.transfer (``pnc_jax.transfer``): the
+    source training outcome, then the backbone alone (layers 0..b, head and classifier dropped)
+    on the target classes."""
+
+    head_depth: int  # h
+    seed: int
+    depth: int  # L = b + h + 1
+    status: str  # "ok" | "diverged"
+    converged: bool
+    epochs_trained: int
+    final_loss: float | None
+    source_train_accuracy: float | None
+    source_test_accuracy: float | None
+    network_compression_source: list[float | None]  # C_l, l = 0..L-1, whole net (the sweep's)
+    transfer_accuracy: float | None  # probe on h_b, mean over the labelled draws
+    transfer_accuracy_draws: list[float | None]
+    layer_probe_accuracy: list[float | None]  # l = 0 (input) .. b, mean over the draws
+    backbone_compression_source: float | None  # C of h_b on the source training data
+    backbone_discrimination_source: float | None
+    backbone_nc1_source: float | None
+    backbone_compression_target: float | None  # on the held-out target data
+    backbone_discrimination_target: float | None
+    backbone_nc1_target: float | None
+
+
 class DLUFMClosedForm(TypedDict):
     """``dlufm.closed_form``: the deep-collapse optimum of the DLUFM (science.md, section 4)."""
 

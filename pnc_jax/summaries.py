@@ -395,3 +395,52 @@ def data_separation(runs: Sequence[dict], cfg: Config, dataset: str,
         lines += ["Checks (ablation none): " + "; ".join(
             f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()), ""]
     return "\n".join(lines)
+
+
+def transfer(results: dict, seconds: dict[str, float]) -> str:
+    """Per head depth h: mean +- std over seeds of the source accuracies, the transfer accuracy,
+    the backbone output's C, D, NC1 and the probe accuracy per backbone layer; then the verdict
+    (``pnc_jax.transfer.verdict``)."""
+    src, tgt, b = results["source"], results["target"], results["backbone_depth"]
+    rows = []
+    for r in results["per_head_depth"]:
+        def ms(key: str, fmt: str = ".4g", r=r) -> str:
+            return mean_std(r[key], r[key + "_std"], fmt)
+
+        def pc(key: str, r=r) -> str:
+            return "-" if r[key] is None else mean_std(100 * r[key], r[key + "_std"] and
+                                                       100 * r[key + "_std"], ".2f")
+
+        layers = r["layer_probe_accuracy"]
+        rows.append([
+            r["head_depth"], b + r["head_depth"] + 1, f"{r['ok']}/{r['seeds']}",
+            pc("source_train_accuracy"), pc("source_test_accuracy"), pc("transfer_accuracy"),
+            ms("backbone_compression_source"), ms("backbone_compression_target"),
+            ms("backbone_discrimination_target", ".3f"), ms("backbone_nc1_target"),
+            "-" if layers is None else " / ".join(f"{100 * a:.1f}" for a in layers)])
+    v = results["verdict"]
+    lines = [
+        "# Transfer through a projection head", "",
+        f"Source {src['dataset']} classes {src['classes']} ({src['num_train']} train / "
+        f"{src['num_test']} test) -> target {tgt['dataset']} classes {tgt['classes']} (probe "
+        f"trained on {tgt['labelled_per_class']} labelled examples per class, mean over "
+        f"{tgt['draws']} draws, scored on {tgt['num_test']} held-out). Backbone: {b} blocks "
+        f"(Linear, BatchNorm, ReLU) of width {results['width']}; head: h {results['head']} "
+        f"layers; {results['epochs']} epochs. Mean +- std (ddof 1) over seeds; accuracies in %; "
+        f"C, D, NC1 of the backbone output h_{b}. Training {seconds['train']:.0f} s, measuring "
+        f"{seconds['measure']:.0f} s.", "",
+        *table(["h", "L", "ok", "source train", "source test", "transfer", "C source",
+                "C target", "D target", "NC1 target", f"probe per layer 0..{b}"], rows), ""]
+    if v["increase"] is None:
+        lines.append("Verdict: needs h = 0 and some h >= 2 with results.")
+    else:
+        lines.append(
+            f"Transfer: h = 0 gives {100 * v['h0']:.2f}%, the best h >= 2 (h = {v['best_h']}) "
+            f"{100 * v['best']:.2f}%: {100 * v['increase']:+.2f} points against a seed spread of "
+            f"{num(v['spread'] and 100 * v['spread'], '.2f')} (larger std of the two): "
+            f"{'exceeds' if v['exceeds_spread'] else 'does NOT exceed'} the spread.")
+    for side in ("source", "target"):
+        rho, up = v[f"compression_{side}_spearman"], v[f"compression_{side}_increases"]
+        lines.append(f"Backbone C on {side} data vs h: Spearman {num(rho, '.3f')}, "
+                     f"{'rises strictly' if up else 'does not rise strictly'} with h.")
+    return "\n".join(lines) + "\n"

@@ -25,6 +25,10 @@ TINY = {
                         "--chunk-epochs", "10", "--measure-every", "5", "--measure-batch", "20",
                         "--milestones", "5", "--ablations", "none,random_labels"],
     "dlufm": ["--steps", "300", "--track-every", "100"],
+    "transfer": ["--dataset", "gaussian", "--input-dim", "12", "--samples-per-class", "10",
+                 "--width", "10", "--backbone-depth", "1", "--head-depths", "0,2", "--seeds",
+                 "2", "--epochs", "10", "--batch-size", "0", "--lr", "0.05", "--loss-scale", "1",
+                 "--target-per-class", "2", "--target-draws", "2", "--probe-steps", "10"],
 }
 SLOW = {"nonlinear", "data_separation"}
 
