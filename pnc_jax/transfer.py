@@ -190,7 +190,8 @@ def backbones(cfg: Config, backbone_depth: int, input_dim: int, states: dict,
     params_p["classifier"] = {"kernel": np.zeros((len(perm), cfg.width, cfg.num_classes),
                                                  kernel.dtype)}
     model = nnx.eval_shape(lambda: build_network(bare, input_dim, b + 1, jax.random.PRNGKey(0)))
-    _, p_state, s_state = nnx.split(model, nnx.Param, ...)
+    p_state = nnx.state(model, nnx.Param)
+    s_state = nnx.state(model, nnx.BatchStat)
     nnx.replace_by_pure_dict(p_state, params_p)
     nnx.replace_by_pure_dict(s_state, stats_p)
     zeros = jnp.zeros(len(perm), jnp.int32)  # what only training reads
