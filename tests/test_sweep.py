@@ -441,14 +441,15 @@ def test_resume_after_one_of_two_threaded_groups_fails(tmp_path, monkeypatch):
 
 _SHARDED_SCRIPT = """
 import json, sys
-import pnc_jax  # first: appends the XLA deadlock flag to XLA_FLAGS
+from pnc_jax.xla_cpu import avoid_cpu_deadlock
+avoid_cpu_deadlock()  # first: appends the XLA deadlock flags to XLA_FLAGS
 import jax
 jax.config.update("jax_enable_x64", True)
-from pnc_jax.config import Config
+from pnc_jax.config import Config, from_json
 from pnc_jax.data import nearly_orthonormal
 from pnc_jax.sweep import run_sweep
 assert len(jax.devices()) == 4, jax.devices()
-cfg = Config(**json.loads(sys.argv[1]))
+cfg = from_json(Config(), json.loads(sys.argv[1]))
 x, labels = nearly_orthonormal(0, cfg.num_classes, cfg.samples_per_class, cfg.input_dim)
 records, _ = run_sweep(cfg, x, labels, progress=False, depth_strategy="pad")
 print("RECORDS" + json.dumps(records))
