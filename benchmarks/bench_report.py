@@ -61,13 +61,14 @@ def separate(feats, y, k, logits, classifier, rank=True):
 
 
 def best_of(fn, repeats):
-    jax.block_until_ready(fn())  # compile
+    """(best seconds over ``repeats`` calls after a compiling one, the last output)."""
+    out = jax.block_until_ready(fn())  # compile
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn())
+        out = jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(times), out
 
 
 def max_rel(a, b):
@@ -98,11 +99,10 @@ def main():
         return pj.report(feats, y, a.k, logits=logits, classifier=classifier, rank=rank)
 
     for rank in (True, False):
-        t_rep = best_of(lambda rank=rank: rep(rank), a.repeats)
-        t_sep = best_of(lambda rank=rank: separate(feats, y, a.k, logits, classifier, rank),
-                        a.repeats)
-        diff = max_rel({k: v for k, v in rep(rank).items() if k != "class_counts"},
-                       separate(feats, y, a.k, logits, classifier, rank))
+        t_rep, got = best_of(lambda rank=rank: rep(rank), a.repeats)
+        t_sep, want = best_of(
+            lambda rank=rank: separate(feats, y, a.k, logits, classifier, rank), a.repeats)
+        diff = max_rel({k: v for k, v in got.items() if k != "class_counts"}, want)
         label = "with the numerical rank" if rank else "without the rank"
         print(f"  {label:24s} report {t_rep * 1e3:9.1f} ms   separate calls "
               f"{t_sep * 1e3:9.1f} ms   ratio {t_sep / t_rep:5.2f}x (target >= 3x)   "
