@@ -75,11 +75,10 @@ class Settings:
             raise ValueError(f"backbone_depth={self.backbone_depth} must be >= 1")
         if not self.head_depths or min(self.head_depths) < 0:
             raise ValueError(f"head depth h must be >= 0, got head_depths={self.head_depths}")
-        for name in ("target_per_class", "target_draws", "feature_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.target_test_per_class < 0:
-            raise ValueError(f"target_test_per_class={self.target_test_per_class} must be >= 0")
+        for name, low in (("target_per_class", 1), ("target_draws", 1), ("feature_batch", 1),
+                          ("target_test_per_class", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= {low}")
         sn, sc, tn, tc = self.split()
         if sn not in transfer.DATASETS:
             raise ValueError(f"dataset={sn!r} is not one of {transfer.DATASETS}")
@@ -87,9 +86,20 @@ class Settings:
 
 
 def cpu() -> Settings:
-    """mnist10k digits 0-4 -> 5-9, b = 2, width 128, linear head h = 0..5, 5 seeds, 30 epochs.
+    """mnist10k digits 0-4 (200 per class) -> 5-9; 2 blocks of width 128 + h = 0..5 head blocks,
+    5 seeds, MSE, SGD 0.01 momentum 0.9 cosine, weight decay 5e-4, 300 epochs: 187 s on the 2
+    shared cores at load ~4.5 (333 s at load ~7.5).
 
-    Expected: TBD.
+    10 labelled target digits per class (mean of 5 draws): the few-shot regime, where the
+    representation matters; the probe is at ~70% (pixels 77%), far from saturation (50 or 100
+    per class: 84-91% for every h, differences under a point). The nonlinear head is the
+    default because a linear one (hybrid) cannot train every h with one setting at the paper's
+    xi = 0.1, alpha = 100 (h = 0, 1 diverge, h = 5 stays at the saddle) and at xi = 0.3 its
+    backbone C falls with h. Measured: source train 100%, test 96.8% for every h; transfer
+    70.3 +- 1.6, 69.1 +- 2.8, 71.4 +- 1.4, 68.3 +- 2.1, 70.0 +- 1.3, 69.8 +- 1.9% (h = 0..5):
+    the best h >= 2 (h = 2) is +1.1 points, inside the seed spread (1.6); backbone C on source
+    0.35, 0.31, 0.38, 0.47, 0.62, 0.66 (Spearman 0.94, not strictly rising), NC1 on source
+    0.054 -> 0.148 (strictly rising).
     """
     return Settings()
 
