@@ -12,6 +12,13 @@ On CPU, XLA runs a small model's matmuls on one core, so the host threads train 
 per core (``thread_plan``: depth groups first; threads left over split a group's models into
 equal parts). Accelerators run one program at a time. The numbers do not depend on the threads
 up to float rounding (a part is vmapped over fewer models).
+
+Several processes (``--distributed``): the model axis spans every process's devices; each
+process trains its shards on one host thread (the processes then reach every gather in the same
+order); every host read of a global array gathers it (``sharding.to_host``); whether to resume
+and from which epoch is read from process 0's disk and sent to all (``sharding.from_writer``);
+checkpoint times are chunk counts; a signal to any process stops all of them at the same chunk
+boundary (``sharding.agree_max``); process 0 alone logs, checkpoints and shows progress.
 """
 
 import hashlib
@@ -26,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pnc_jax import checkpoint, fits, metrics, signals
+from pnc_jax import checkpoint, fits, metrics, sharding, signals
 from pnc_jax.config import Config
 from pnc_jax.progress import Progress
 from pnc_jax.sharding import model_mesh, model_sharding, pad_models, replicate, shard_models
@@ -161,6 +168,7 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     continue each group from its checkpoint in ``workdir`` (``ValueError`` naming it if it
     belongs to another run). Inside ``signals.interruptible``, a SIGINT / SIGTERM stops every
     group at its next chunk boundary with a checkpoint and raises ``signals.Interrupted``.
+    Multi-process: every process calls it with the same arguments (module docstring).
     """
     cfg.validate()
     check_data(cfg, x_NxD, labels_N)
@@ -170,15 +178,21 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
     labels = replicate(jnp.asarray(labels_N, jnp.int32), mesh)
     depth_sets = depth_groups(cfg, depth_strategy)
     runs_of = [[r for r in all_runs if r[0] in group] for group in depth_sets]
-    at_once, parts = thread_plan(workers or default_threads(), [len(r) for r in runs_of], mesh)
+    # several processes: one thread each, so that all reach their collectives in one order
+    threads = 1 if sharding.process_count() > 1 else workers or default_threads()
+    at_once, parts = thread_plan(threads, [len(r) for r in runs_of], mesh)
+    prints = [fingerprint(cfg, runs, x_NxD, labels_N) for runs in runs_of]
+    sharding.check_same(" ".join(prints), "the sweep (config, grid or data)")
     groups = [_prepare(cfg, gi, group, runs_of[gi], all_runs, parts[gi], x, labels, mesh,
-                       workdir, resume, fingerprint(cfg, runs_of[gi], x_NxD, labels_N))
+                       workdir, resume, prints[gi])
               for gi, group in enumerate(depth_sets)]
-    bar = Progress(cfg.epochs, len(all_runs), enabled=progress)
+    bar = Progress(cfg.epochs, len(all_runs), enabled=progress and sharding.is_writer())
     lock = threading.Lock()  # metrics.jsonl and orbax saves, one thread at a time
+    stopped_by: list[int] = []  # a signal that another process received
 
     def train(group: _Group, stop: threading.Event):
-        return _train_group(cfg, group, len(all_runs), x, labels, workdir, bar, lock, stop)
+        return _train_group(cfg, group, len(all_runs), x, labels, workdir, bar, lock, stop,
+                            stopped_by)
 
     # largest first, so the last group to start is a short one
     order = sorted(groups, key=lambda g: -max(g.depths) * len(g.runs))
@@ -187,6 +201,8 @@ def run_sweep(cfg: Config, x_NxD, labels_N, workdir: Workdir | None = None, *,
             done = run_all(train, order, at_once)
     finally:
         bar.close()
+    if stopped_by:  # this process was not signalled, another one was: stop alike
+        raise signals.Interrupted(stopped_by[0], saved=True)
     records, states = {}, {}
     for group, (state, measured, emerged) in sorted(zip(order, done, strict=True),
                                                     key=lambda p: p[0].index):
@@ -209,12 +225,9 @@ def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
     # the default grid compiled for 7.7 s, op by op it takes 2 s)
     state = jax.device_get(jax.vmap(trainer.init)(jnp.asarray(keys), jnp.asarray(depths)))
     epoch0 = 0
-    if workdir is not None and resume:
-        if checkpoint.exists(workdir.checkpoints / f"state_group{gi}"):
-            saved = checkpoint.restore(workdir.checkpoints / f"state_group{gi}",
-                                       {"state": state, "epoch": 0}, fingerprint=fprint)
-            state, epoch0 = saved["state"], int(saved["epoch"])
-        workdir.truncate_metrics(epoch0, group=gi)  # rows logged after the checkpoint
+    if workdir is not None and resume:  # read on process 0, sent to every process
+        epoch0, saved = sharding.from_writer(_restore, workdir, gi, state, fprint)
+        state = state if saved is None else saved
     # every leaf sharded on its model axis, as the compiled chunk takes and returns it
     state = shard_models(pad_models(state, mesh, parts), mesh)
     part = _split(state, parts)[0]
@@ -230,42 +243,62 @@ def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
                   fprint, run_chunk.lower(part, x, labels), measure.lower(part, x, labels))
 
 
-def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, stop):
-    """Train one group in chunks (log, progress, checkpoint between them); measure it."""
+def _restore(workdir, gi: int, like, fprint: str) -> tuple[int, Any]:
+    """(epoch, state) of group ``gi``'s checkpoint, or (0, None) without one; drops the
+    metrics.jsonl rows logged after it. Process 0 alone (``sweep`` sends the result on)."""
+    epoch0, state = 0, None
+    if checkpoint.exists(workdir.checkpoints / f"state_group{gi}"):
+        saved = checkpoint.restore(workdir.checkpoints / f"state_group{gi}",
+                                   {"state": like, "epoch": 0}, fingerprint=fprint)
+        state, epoch0 = saved["state"], int(saved["epoch"])
+    workdir.truncate_metrics(epoch0, group=gi)  # rows logged after the checkpoint
+    return epoch0, state
+
+
+def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, stop,
+                 stopped_by: list[int]):
+    """Train one group in chunks (log, progress, checkpoint between them); measure it. Only
+    process 0 logs and saves; every process gathers (``_first``) and decides alike."""
     gi, n, state, epoch0 = group.index, len(group.runs), group.state, group.epoch0
+    writes = workdir is not None and sharding.is_writer()
     ckpt_path = None if workdir is None else workdir.checkpoints / f"state_group{gi}"
     saved_epoch = group.epoch0
 
     def save_state():
         nonlocal saved_epoch
         if ckpt_path is not None and epoch0 != saved_epoch:
-            with lock:
-                checkpoint.save(ckpt_path, {"state": _first(state, n), "epoch": epoch0},
-                                fingerprint=group.fingerprint)
+            tree = {"state": _first(state, n), "epoch": epoch0}  # a gather: every process
+            if writes:
+                with lock:
+                    checkpoint.save(ckpt_path, tree, fingerprint=group.fingerprint)
             saved_epoch = epoch0
 
     run_chunk = _over_parts(group.run_chunk.compile(), group.parts)
-    status = np.asarray(state.status)[:n]
+    status = sharding.to_host(state.status)[:n]
     k = cfg.measure_every  # emergence: {epoch: per-model fuzziness lists}, logged rows first
-    emergence = None if not k else _logged_fuzziness(workdir, gi, group.columns, epoch0)
+    emergence = None if not k else sharding.from_writer(_logged_fuzziness, workdir, gi,
+                                                         group.columns, epoch0)
     while epoch0 < cfg.epochs and np.any(status == RUNNING):
-        # another group failed or a signal asked to stop: keep our epochs
-        if stop.is_set() or signals.requested() is not None:
+        # a signal to any process, or another group failed: keep our epochs
+        signum = sharding.agree_max(signals.requested() or 0)
+        if stop.is_set() or signum:
             save_state()
+            if signum and signals.requested() is None:
+                stopped_by.append(signum)
             return None
         state, losses, *fuzz = run_chunk(state, x, labels)
-        losses = np.asarray(losses)[:n].T  # (chunk epochs, models)
+        losses, status, fuzz = sharding.to_host((losses, state.status, fuzz))  # gathers
+        losses, status = losses[:n].T, status[:n]  # losses: (chunk epochs, models)
         steps = min(cfg.chunk_epochs, cfg.epochs - epoch0)
-        status = np.asarray(state.status)[:n]
         rows = [{"epoch": epoch0 + t, "group": gi,
                  "loss": _scatter(losses[t], group.columns, num_runs)} for t in range(steps)]
         if emergence is not None:  # row j of the chunk: after epoch0 + (j+1) k epochs
-            for j, fz in enumerate(np.asarray(fuzz[0])[:n].transpose(1, 0, 2)[:steps // k]):
+            for j, fz in enumerate(fuzz[0][:n].transpose(1, 0, 2)[:steps // k]):
                 emergence[epoch0 + (j + 1) * k] = [[json_float(v) for v in f[:d]] for f, (d, _)
                                                    in zip(fz, group.runs, strict=True)]
                 rows[(j + 1) * k - 1]["fuzziness"] = _scatter_lists(
                     emergence[epoch0 + (j + 1) * k], group.columns, num_runs)
-        if workdir is not None:
+        if writes:
             with lock:
                 workdir.append_metrics(rows)
         epoch0 += steps
@@ -275,11 +308,13 @@ def _train_group(cfg, group: _Group, num_runs, x, labels, workdir, bar, lock, st
             save_state()
     if ckpt_path is not None:
         save_state()
-        with lock:
-            checkpoint.save(workdir.checkpoints / f"final_group{gi}",
-                            _first({"params": state.params, "stats": state.stats}, n),
-                            fingerprint=group.fingerprint)
-    measured = jax.device_get(_over_parts(group.measure.compile(), group.parts)(state, x, labels))
+        final = _first({"params": state.params, "stats": state.stats}, n)  # a gather
+        if writes:
+            with lock:
+                checkpoint.save(workdir.checkpoints / f"final_group{gi}", final,
+                                fingerprint=group.fingerprint)
+    measure = _over_parts(group.measure.compile(), group.parts)
+    measured = sharding.to_host(measure(state, x, labels))
     return _first(state, n), measured, emergence
 
 
@@ -294,8 +329,9 @@ def _logged_fuzziness(workdir, gi: int, columns: list[int], epoch0: int) -> dict
 
 
 def _first(tree, n: int):
-    """The first ``n`` models of every leaf, on the host (drops the padding)."""
-    return jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(tree))
+    """The first ``n`` models of every leaf, on the host (drops the padding; gathers the
+    shards of other processes)."""
+    return jax.tree.map(lambda a: a[:n], sharding.to_host(tree))
 
 
 def _split(tree, parts: int) -> list:
