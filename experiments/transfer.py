@@ -8,16 +8,13 @@ discard head and classifier, probe the backbone on target classes.
     python -m experiments.transfer --preset fashion_to_mnist --data-dir DIR   # accelerator
     python -m experiments.transfer --preset cifar10 --data-dir DIR            # accelerator
 
-Network: b = --backbone-depth blocks Linear -> BatchNorm -> ReLU, h head layers (blocks too, or
-linear with --head linear), linear classifier: L = b + h + 1 matrices; all (h, seed) train in
-one sweep (``pnc_jax.transfer.head_config``). Then, backbone only (BatchNorm in eval mode): a
-linear probe on h_b from --target-per-class labelled examples per target class (mean over
---target-draws random labelled sets, the same for every model) scored on the held-out target
-test split; the probe accuracy of every backbone layer; C, D, NC1 of h_b on the source training
-data and on the target test data.
-
-Writes to --workdir: config.json, metrics.jsonl, results.json (``records.TransferRecord`` per
-run under "runs", per-h statistics, the verdict), timings.json, summary.md, transfer.png.
+Network: b = --backbone-depth blocks Linear -> BatchNorm -> ReLU, h head layers (blocks, or
+linear with --head linear), linear classifier; all (h, seed) train in one sweep. Then on the
+backbone alone (``pnc_jax.transfer``): a linear probe on h_b from --target-per-class labelled
+examples per target class (mean over --target-draws labelled sets) scored on held-out target
+data, the probe accuracy of every backbone layer, C, D, NC1 of h_b on source and target data.
+Writes config.json, metrics.jsonl, results.json ("runs": ``records.TransferRecord``, per-h
+statistics, the verdict), timings.json, summary.md, transfer.png to --workdir.
 """
 
 import dataclasses
@@ -143,7 +140,8 @@ def run(s: Settings, ctx: cli.RunContext) -> dict:
         "target": {"dataset": tn, "classes": list(tc), "num_pool": len(target.y_train),
                    "num_test": len(target.y_test), "labelled_per_class": s.target_per_class,
                    "draws": s.target_draws},
-        "backbone_depth": s.backbone_depth, "head": s.head, "width": s.train.width,
+        "backbone_depth": s.backbone_depth, "head": s.head, "width": s.train.width, "block":
+            f"Linear, {'BatchNorm, ' * s.train.batch_norm}{s.train.activation}",
         "epochs": s.train.epochs, "preset": ctx.preset, "runs": runs, "per_head_depth": rows,
         "verdict": transfer.verdict(rows)}
     seconds = {"train": t1 - t0, "measure": time.time() - t1}

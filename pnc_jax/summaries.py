@@ -425,7 +425,7 @@ def transfer(results: dict, seconds: dict[str, float]) -> str:
         f"{src['num_test']} test) -> target {tgt['dataset']} classes {tgt['classes']} (probe "
         f"trained on {tgt['labelled_per_class']} labelled examples per class, mean over "
         f"{tgt['draws']} draws, scored on {tgt['num_test']} held-out). Backbone: {b} blocks "
-        f"(Linear, BatchNorm, ReLU) of width {results['width']}; head: h {results['head']} "
+        f"({results['block']}) of width {results['width']}; head: h {results['head']} "
         f"layers; {results['epochs']} epochs. Mean +- std (ddof 1) over seeds; accuracies in %; "
         f"C, D, NC1 of the backbone output h_{b}. Training {seconds['train']:.0f} s, measuring "
         f"{seconds['measure']:.0f} s.", "",
