@@ -185,6 +185,57 @@ class TransferRecord(TypedDict):
     backbone_nc1_target: float | None
 
 
+class LawFit(TypedDict):
+    """He & Su's law fitted to one fuzziness profile (``separation.fit_law``): ln D_l on l."""
+
+    rho: float | None  # exp(slope): the per-layer decay ratio of the fuzziness
+    pearson_r: float | None
+    r2: float | None
+    log_d0: float | None  # intercept: ln D at l = 0
+
+
+class SeparationLaw(LawFit):
+    """``separation.separation_law``: the profile and its fit over layers start..L-1."""
+
+    fuzziness: list[float]  # D_0..D_{L-1}
+    start: int
+
+
+class EmergencePoint(TypedDict):
+    """The law's fit at one epoch of training (epoch 0 = initialisation)."""
+
+    epoch: int
+    rho: float | None
+    pearson_r: float | None
+
+
+class SeparationRun(TypedDict):
+    """One trained (depth, seed, ablation) of experiments.data_separation (results.json)."""
+
+    depth: int
+    seed: int
+    ablation: str  # "none" | "no_batchnorm" | "no_relu" | "random_labels"
+    optimizer: str
+    lr: float
+    status: str
+    epochs_trained: int
+    final_loss: float | None
+    train_accuracy: float | None  # on the labels trained on (random ones for random_labels)
+    test_accuracy: float | None
+    fuzziness: list[float]  # BatchNorm in training mode over fixed batches (He & Su)
+    rho: float | None
+    pearson_r: float | None
+    r2: float | None
+    log_d0: float | None
+    fuzziness_eval_bn: list[float]  # BatchNorm in eval mode (running statistics)
+    rho_eval_bn: float | None
+    pearson_r_eval_bn: float | None
+    fuzziness_at_init: list[float]  # training-mode BatchNorm, before training
+    rho_at_init: float | None
+    pearson_r_at_init: float | None
+    emergence: list[EmergencePoint]
+
+
 class DLUFMClosedForm(TypedDict):
     """``dlufm.closed_form``: the deep-collapse optimum of the DLUFM (science.md, section 4)."""
 
@@ -238,6 +289,7 @@ class LayerSpectra(TypedDict):
 
     depth: int
     seed: int
+    status: str | None  # the sweep's "ok" / "diverged" (None: it wrote no results.json)
     data_loss: float | None
     hessian_top: list[list[float | None]]  # top K^2+1 data-term Hessian eigenvalues
     outliers: list[int]
@@ -255,54 +307,3 @@ class SweepSpectra(TypedDict):
     loss_scale: float
     outlier_rtol: float
     runs: list[LayerSpectra]
-
-
-class LawFit(TypedDict):
-    """He & Su's law fitted to one fuzziness profile (``separation.fit_law``): ln D_l on l."""
-
-    rho: float | None  # exp(slope): the per-layer decay ratio of the fuzziness
-    pearson_r: float | None
-    r2: float | None
-    log_d0: float | None  # intercept: ln D at l = 0
-
-
-class SeparationLaw(LawFit):
-    """``separation.separation_law``: the profile and its fit over layers start..L-1."""
-
-    fuzziness: list[float]  # D_0..D_{L-1}
-    start: int
-
-
-class EmergencePoint(TypedDict):
-    """The law's fit at one epoch of training (epoch 0 = initialisation)."""
-
-    epoch: int
-    rho: float | None
-    pearson_r: float | None
-
-
-class SeparationRun(TypedDict):
-    """One trained (depth, seed, ablation) of experiments.data_separation (results.json)."""
-
-    depth: int
-    seed: int
-    ablation: str  # "none" | "no_batchnorm" | "no_relu" | "random_labels"
-    optimizer: str
-    lr: float
-    status: str
-    epochs_trained: int
-    final_loss: float | None
-    train_accuracy: float | None  # on the labels trained on (random ones for random_labels)
-    test_accuracy: float | None
-    fuzziness: list[float]  # BatchNorm in training mode over fixed batches (He & Su)
-    rho: float | None
-    pearson_r: float | None
-    r2: float | None
-    log_d0: float | None
-    fuzziness_eval_bn: list[float]  # BatchNorm in eval mode (running statistics)
-    rho_eval_bn: float | None
-    pearson_r_eval_bn: float | None
-    fuzziness_at_init: list[float]  # training-mode BatchNorm, before training
-    rho_at_init: float | None
-    pearson_r_at_init: float | None
-    emergence: list[EmergencePoint]

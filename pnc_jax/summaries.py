@@ -208,6 +208,134 @@ def nonlinear(results: dict, seconds: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def transfer(results: dict, seconds: dict[str, float]) -> str:
+    """Per head depth h: mean +- std over seeds of the source accuracies, the transfer accuracy,
+    the backbone output's C, D, NC1 and the probe accuracy per backbone layer; then the verdict
+    (``pnc_jax.transfer.verdict``)."""
+    src, tgt, b = results["source"], results["target"], results["backbone_depth"]
+    rows = []
+    for r in results["per_head_depth"]:
+        def ms(key: str, fmt: str = ".4g", r=r) -> str:
+            return mean_std(r[key], r[key + "_std"], fmt)
+
+        def pc(key: str, r=r) -> str:
+            return "-" if r[key] is None else mean_std(100 * r[key], r[key + "_std"] and
+                                                       100 * r[key + "_std"], ".2f")
+
+        layers = r["layer_probe_accuracy"]
+        rows.append([
+            r["head_depth"], b + r["head_depth"] + 1, f"{r['ok']}/{r['seeds']}",
+            pc("source_train_accuracy"), pc("source_test_accuracy"), pc("transfer_accuracy"),
+            ms("backbone_compression_source"), ms("backbone_compression_target"),
+            ms("backbone_discrimination_target", ".3f"), ms("backbone_nc1_target"),
+            "-" if layers is None else " / ".join(f"{100 * a:.1f}" for a in layers)])
+    v = results["verdict"]
+    lines = [
+        "# Transfer through a projection head", "",
+        f"Source {src['dataset']} classes {src['classes']} ({src['num_train']} train / "
+        f"{src['num_test']} test) -> target {tgt['dataset']} classes {tgt['classes']} (probe "
+        f"trained on {tgt['labelled_per_class']} labelled examples per class, mean over "
+        f"{tgt['draws']} draws, scored on {tgt['num_test']} held-out). Backbone: {b} blocks "
+        f"({results['block']}) of width {results['width']}; head: h {results['head']} "
+        f"layers; {results['epochs']} epochs. Mean +- std (ddof 1) over seeds; accuracies in %; "
+        f"C, D, NC1 of the backbone output h_{b}. Training {seconds['train']:.0f} s, measuring "
+        f"{seconds['measure']:.0f} s.", "",
+        *table(["h", "L", "ok", "source train", "source test", "transfer", "C source",
+                "C target", "D target", "NC1 target", f"probe per layer 0..{b}"], rows), ""]
+    if v["increase"] is None:
+        lines.append("Verdict: needs h = 0 and some h >= 2 with results.")
+    else:
+        lines.append(
+            f"Transfer: h = 0 gives {100 * v['h0']:.2f}%, the best h >= 2 (h = {v['best_h']}) "
+            f"{100 * v['best']:.2f}%: {100 * v['increase']:+.2f} points against a seed spread of "
+            f"{num(v['spread'] and 100 * v['spread'], '.2f')} (larger std of the two): "
+            f"{'exceeds' if v['exceeds_spread'] else 'does NOT exceed'} the spread.")
+    for side in ("source", "target"):
+        rho, up = v[f"compression_{side}_spearman"], v[f"compression_{side}_increases"]
+        lines.append(f"Backbone C on {side} data vs h: Spearman {num(rho, '.3f')}, "
+                     f"{'rises strictly' if up else 'does not rise strictly'} with h.")
+    return "\n".join(lines) + "\n"
+
+
+def _seed_mean_std(values: Sequence, fmt: str = ".4g") -> str:
+    """``mean +- std`` (ddof 1) of the non-None values, "-" if there are none."""
+    v = [x for x in values if x is not None]
+    return mean_std(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None,
+                    fmt) if v else "-"
+
+
+def data_separation(runs: Sequence[dict], cfg: Config, dataset: str,
+                    seconds: dict[str, dict[str, float]], start: int = 0) -> str:
+    """experiments.data_separation (``records.SeparationRun``): per ablation and depth, mean +-
+    std over seeds of rho and Pearson r (BatchNorm in training mode, and eval mode), r at init,
+    accuracies; r during training (ablation none); the done-when checks."""
+    ablations = list(dict.fromkeys(r["ablation"] for r in runs))
+    rows, means = [], {}
+    for ablation in ablations:
+        for depth in cfg.depths:
+            rs = [r for r in runs if r["ablation"] == ablation and r["depth"] == depth]
+            ok = [r for r in rs if r["status"] == "ok"]
+            col = {k: [r[k] for r in ok] for k in ("rho", "pearson_r", "pearson_r_at_init")}
+            means[ablation, depth] = {k: float(np.mean(v)) if v and None not in v else None
+                                      for k, v in col.items()}
+            rows.append([
+                ablation, depth, f"{rs[0]['lr']:g}", f"{len(ok)}/{len(rs)}",
+                _seed_mean_std(col["rho"], ".3f"), _seed_mean_std(col["pearson_r"], ".4f"),
+                _seed_mean_std([r["r2"] for r in ok], ".4f"),
+                _seed_mean_std(col["pearson_r_at_init"], ".3f"),
+                _seed_mean_std([r["rho_eval_bn"] for r in ok], ".3f"),
+                _seed_mean_std([r["pearson_r_eval_bn"] for r in ok], ".4f"),
+                _seed_mean_std([r["train_accuracy"] and 100 * r["train_accuracy"] for r in ok],
+                               ".2f"),
+                _seed_mean_std([r["test_accuracy"] and 100 * r["test_accuracy"] for r in ok],
+                               ".2f")])
+    time_s = {k: sum(v.values()) for k, v in seconds.items()}
+    real = cfg.resize and cfg.dataset not in ("synthetic", "gaussian")
+    lines = [
+        "# The law of data separation (He & Su)", "",
+        f"{dataset}: {cfg.samples_per_class} training images per class"
+        f"{f', {cfg.resize} x {cfg.resize}' if real else ''}"
+        f", K = {cfg.num_classes}; "
+        f"{cfg.model} of width {cfg.width} (L - 1 blocks Linear -> "
+        f"{'BatchNorm -> ' if cfg.batch_norm else ''}{cfg.activation}), {cfg.optimizer}, "
+        f"weight decay {cfg.weight_decay:g}, {cfg.epochs} epochs, lr / 10 at "
+        f"{', '.join(map(str, cfg.milestones)) or '-'}. Fuzziness D_l of the training set with "
+        f"BatchNorm in training mode over consecutive batches of {cfg.measure_batch} (rho, r, "
+        "R^2, r at init) or in eval mode (eval BN); rho = exp(slope of ln D_l on l), fit over "
+        f"l = {start}..L-1 (0 = input); mean +- std (ddof 1) over seeds; "
+        "accuracies in % (random_labels: train accuracy on its random labels). Wall time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in time_s.items())
+        + f" (total {sum(time_s.values()):.0f} s).", "",
+        *table(["ablation", "L", "lr", "ok", "rho", "Pearson r", "R^2", "r at init",
+                "rho (eval BN)", "r (eval BN)", "train acc", "test acc"], rows), ""]
+    base = [r for r in runs if r["ablation"] == ablations[0]]
+    if base and base[0]["emergence"]:
+        measured = [p["epoch"] for p in base[0]["emergence"]]
+        shown = [e for e in measured if e in (0, 10, 50, 100, 200, 300, 400, 500)
+                 or e == measured[-1]]
+        erows = []
+        for depth in cfg.depths:
+            curves = [{p["epoch"]: p["pearson_r"] for p in r["emergence"]}
+                      for r in base if r["depth"] == depth]
+            erows.append([depth, *(_seed_mean_std([c.get(e) for c in curves], ".3f")
+                                   for e in shown)])
+        lines += [f"Pearson r during training ({ablations[0]}; epoch 0 = init):", "",
+                  *table(["L", *(f"epoch {e}" for e in shown)], erows), ""]
+    if "none" in ablations:
+        depths = np.array(cfg.depths)
+        r, rho, r0 = (np.array([np.nan if (v := means["none", d][key]) is None else v
+                                for d in cfg.depths])
+                      for key in ("pearson_r", "rho", "pearson_r_at_init"))
+        checks = {  # NaN (no fit) fails every comparison
+            "mean r <= -0.98 at every depth <= 8": bool(np.all(r[depths <= 8] <= -0.98)),
+            "rho increases with depth": bool(np.all(np.diff(rho) > 0)),
+            "r at init above the trained r (by > 0.1) at every depth": bool(np.all(r0 > r + 0.1)),
+        }
+        lines += ["Checks (ablation none): " + "; ".join(
+            f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()), ""]
+    return "\n".join(lines)
+
+
 def _span(values, fmt: str = ".10g") -> str:
     """``a`` or ``a .. b``: the range of the finite values as formatted ("-" if none)."""
     v = np.asarray(values, dtype=float)
@@ -294,17 +422,22 @@ def dlufm(results: dict, seconds: dict[str, float]) -> str:
 def sweep_spectra(results: dict, seconds: dict[str, float]) -> str:
     """experiments.dlufm --from-workdir (``records.SweepSpectra``): per depth and layer W_l,
     the median over seeds of the data-term Hessian's top eigenvalue, lambda_{K^2+1} /
-    lambda_{K^2}, the outlier count, the data-gradient overlap and NC1 of the features."""
+    lambda_{K^2}, the outlier count, the data-gradient overlap and NC1 of the features; runs
+    the sweep reported as not "ok" (diverged) are left out of the medians."""
     k2 = results["num_classes"] ** 2
     rows = []
     for depth in sorted({r["depth"] for r in results["runs"]}):
-        rs = [r for r in results["runs"] if r["depth"] == depth]
+        every = [r for r in results["runs"] if r["depth"] == depth]
+        rs = [r for r in every if r.get("status") in ("ok", None)]
+        if not rs:
+            rows.append([depth, "-", f"0/{len(every)}", *["-"] * 6])
+            continue
         for l in range(depth):
             def med(key: str, col: int | None = None, rs=rs, l=l) -> float:
                 v = [r[key][l] if col is None else r[key][l][col] for r in rs]
                 return float(np.nanmedian(np.array(v, dtype=float)))
 
-            rows.append([depth, l + 1, len(rs), num(med("hessian_top", 0)),
+            rows.append([depth, l + 1, f"{len(rs)}/{len(every)}", num(med("hessian_top", 0)),
                          num(med("hessian_top", k2 - 1)), num(med("gap_ratio"), ".3g"),
                          num(med("outliers"), "g"), num(med("overlap"), ".3g"),
                          num(med("nc1"), ".3g")])
@@ -313,134 +446,7 @@ def sweep_spectra(results: dict, seconds: dict[str, float]) -> str:
         f"Networks of {results['source']} on their training data; data term (1/N) sum_i "
         f"||alpha f(x_i) - y_i||^2 (alpha = {results['loss_scale']:g}), exact Kronecker Hessian "
         f"w.r.t. each W_l; K^2 = {k2}; outliers above {results['outlier_rtol']:g} x lambda_1; "
-        f"NC1 of the features entering W_l; medians over seeds. {seconds['spectra']:.1f} s.", "",
-        *table(["L", "W_l", "seeds", "lambda_1", "lambda_{K^2}", "lambda_{K^2+1}/lambda_{K^2}",
+        f"NC1 of the features entering W_l; medians over the runs the sweep reports ok. "
+        f"{seconds['spectra']:.1f} s.", "",
+        *table(["L", "W_l", "ok/runs", "lambda_1", "lambda_{K^2}", "lambda_{K^2+1}/lambda_{K^2}",
                 "outliers", "grad. overlap", "NC1"], rows)]) + "\n"
-
-
-def _seed_mean_std(values: Sequence, fmt: str = ".4g") -> str:
-    """``mean +- std`` (ddof 1) of the non-None values, "-" if there are none."""
-    v = [x for x in values if x is not None]
-    return mean_std(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None,
-                    fmt) if v else "-"
-
-
-def data_separation(runs: Sequence[dict], cfg: Config, dataset: str,
-                    seconds: dict[str, dict[str, float]], start: int = 0) -> str:
-    """experiments.data_separation (``records.SeparationRun``): per ablation and depth, mean +-
-    std over seeds of rho and Pearson r (BatchNorm in training mode, and eval mode), r at init,
-    accuracies; r during training (ablation none); the done-when checks."""
-    ablations = list(dict.fromkeys(r["ablation"] for r in runs))
-    rows, means = [], {}
-    for ablation in ablations:
-        for depth in cfg.depths:
-            rs = [r for r in runs if r["ablation"] == ablation and r["depth"] == depth]
-            ok = [r for r in rs if r["status"] == "ok"]
-            col = {k: [r[k] for r in ok] for k in ("rho", "pearson_r", "pearson_r_at_init")}
-            means[ablation, depth] = {k: float(np.mean(v)) if v and None not in v else None
-                                      for k, v in col.items()}
-            rows.append([
-                ablation, depth, f"{rs[0]['lr']:g}", f"{len(ok)}/{len(rs)}",
-                _seed_mean_std(col["rho"], ".3f"), _seed_mean_std(col["pearson_r"], ".4f"),
-                _seed_mean_std([r["r2"] for r in ok], ".4f"),
-                _seed_mean_std(col["pearson_r_at_init"], ".3f"),
-                _seed_mean_std([r["rho_eval_bn"] for r in ok], ".3f"),
-                _seed_mean_std([r["pearson_r_eval_bn"] for r in ok], ".4f"),
-                _seed_mean_std([r["train_accuracy"] and 100 * r["train_accuracy"] for r in ok],
-                               ".2f"),
-                _seed_mean_std([r["test_accuracy"] and 100 * r["test_accuracy"] for r in ok],
-                               ".2f")])
-    time_s = {k: sum(v.values()) for k, v in seconds.items()}
-    real = cfg.resize and cfg.dataset not in ("synthetic", "gaussian")
-    lines = [
-        "# The law of data separation (He & Su)", "",
-        f"{dataset}: {cfg.samples_per_class} training images per class"
-        f"{f', {cfg.resize} x {cfg.resize}' if real else ''}"
-        f", K = {cfg.num_classes}; "
-        f"{cfg.model} of width {cfg.width} (L - 1 blocks Linear -> "
-        f"{'BatchNorm -> ' if cfg.batch_norm else ''}{cfg.activation}), {cfg.optimizer}, "
-        f"weight decay {cfg.weight_decay:g}, {cfg.epochs} epochs, lr / 10 at "
-        f"{', '.join(map(str, cfg.milestones)) or '-'}. Fuzziness D_l of the training set with "
-        f"BatchNorm in training mode over consecutive batches of {cfg.measure_batch} (rho, r, "
-        "R^2, r at init) or in eval mode (eval BN); rho = exp(slope of ln D_l on l), fit over "
-        f"l = {start}..L-1 (0 = input); mean +- std (ddof 1) over seeds; "
-        "accuracies in % (random_labels: train accuracy on its random labels). Wall time: "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in time_s.items())
-        + f" (total {sum(time_s.values()):.0f} s).", "",
-        *table(["ablation", "L", "lr", "ok", "rho", "Pearson r", "R^2", "r at init",
-                "rho (eval BN)", "r (eval BN)", "train acc", "test acc"], rows), ""]
-    base = [r for r in runs if r["ablation"] == ablations[0]]
-    if base and base[0]["emergence"]:
-        measured = [p["epoch"] for p in base[0]["emergence"]]
-        shown = [e for e in measured if e in (0, 10, 50, 100, 200, 300, 400, 500)
-                 or e == measured[-1]]
-        erows = []
-        for depth in cfg.depths:
-            curves = [{p["epoch"]: p["pearson_r"] for p in r["emergence"]}
-                      for r in base if r["depth"] == depth]
-            erows.append([depth, *(_seed_mean_std([c.get(e) for c in curves], ".3f")
-                                   for e in shown)])
-        lines += [f"Pearson r during training ({ablations[0]}; epoch 0 = init):", "",
-                  *table(["L", *(f"epoch {e}" for e in shown)], erows), ""]
-    if "none" in ablations:
-        depths = np.array(cfg.depths)
-        r, rho, r0 = (np.array([np.nan if (v := means["none", d][key]) is None else v
-                                for d in cfg.depths])
-                      for key in ("pearson_r", "rho", "pearson_r_at_init"))
-        checks = {  # NaN (no fit) fails every comparison
-            "mean r <= -0.98 at every depth <= 8": bool(np.all(r[depths <= 8] <= -0.98)),
-            "rho increases with depth": bool(np.all(np.diff(rho) > 0)),
-            "r at init above the trained r (by > 0.1) at every depth": bool(np.all(r0 > r + 0.1)),
-        }
-        lines += ["Checks (ablation none): " + "; ".join(
-            f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()), ""]
-    return "\n".join(lines)
-
-
-def transfer(results: dict, seconds: dict[str, float]) -> str:
-    """Per head depth h: mean +- std over seeds of the source accuracies, the transfer accuracy,
-    the backbone output's C, D, NC1 and the probe accuracy per backbone layer; then the verdict
-    (``pnc_jax.transfer.verdict``)."""
-    src, tgt, b = results["source"], results["target"], results["backbone_depth"]
-    rows = []
-    for r in results["per_head_depth"]:
-        def ms(key: str, fmt: str = ".4g", r=r) -> str:
-            return mean_std(r[key], r[key + "_std"], fmt)
-
-        def pc(key: str, r=r) -> str:
-            return "-" if r[key] is None else mean_std(100 * r[key], r[key + "_std"] and
-                                                       100 * r[key + "_std"], ".2f")
-
-        layers = r["layer_probe_accuracy"]
-        rows.append([
-            r["head_depth"], b + r["head_depth"] + 1, f"{r['ok']}/{r['seeds']}",
-            pc("source_train_accuracy"), pc("source_test_accuracy"), pc("transfer_accuracy"),
-            ms("backbone_compression_source"), ms("backbone_compression_target"),
-            ms("backbone_discrimination_target", ".3f"), ms("backbone_nc1_target"),
-            "-" if layers is None else " / ".join(f"{100 * a:.1f}" for a in layers)])
-    v = results["verdict"]
-    lines = [
-        "# Transfer through a projection head", "",
-        f"Source {src['dataset']} classes {src['classes']} ({src['num_train']} train / "
-        f"{src['num_test']} test) -> target {tgt['dataset']} classes {tgt['classes']} (probe "
-        f"trained on {tgt['labelled_per_class']} labelled examples per class, mean over "
-        f"{tgt['draws']} draws, scored on {tgt['num_test']} held-out). Backbone: {b} blocks "
-        f"({results['block']}) of width {results['width']}; head: h {results['head']} "
-        f"layers; {results['epochs']} epochs. Mean +- std (ddof 1) over seeds; accuracies in %; "
-        f"C, D, NC1 of the backbone output h_{b}. Training {seconds['train']:.0f} s, measuring "
-        f"{seconds['measure']:.0f} s.", "",
-        *table(["h", "L", "ok", "source train", "source test", "transfer", "C source",
-                "C target", "D target", "NC1 target", f"probe per layer 0..{b}"], rows), ""]
-    if v["increase"] is None:
-        lines.append("Verdict: needs h = 0 and some h >= 2 with results.")
-    else:
-        lines.append(
-            f"Transfer: h = 0 gives {100 * v['h0']:.2f}%, the best h >= 2 (h = {v['best_h']}) "
-            f"{100 * v['best']:.2f}%: {100 * v['increase']:+.2f} points against a seed spread of "
-            f"{num(v['spread'] and 100 * v['spread'], '.2f')} (larger std of the two): "
-            f"{'exceeds' if v['exceeds_spread'] else 'does NOT exceed'} the spread.")
-    for side in ("source", "target"):
-        rho, up = v[f"compression_{side}_spearman"], v[f"compression_{side}_increases"]
-        lines.append(f"Backbone C on {side} data vs h: Spearman {num(rho, '.3f')}, "
-                     f"{'rises strictly' if up else 'does not rise strictly'} with h.")
-    return "\n".join(lines) + "\n"
