@@ -238,7 +238,11 @@ def _prepare(cfg, gi, group, runs, all_runs, parts, x, labels, mesh, workdir,
 
     run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)),
                         out_shardings=model_sharding(mesh))
-    measure = jax.jit(jax.vmap(trainer.measure, in_axes=(0, None, None)))
+    if mesh.size == 1:  # one model at a time: jaxlib 0.10's batched CPU LAPACK (the K x K
+        # eigh/svd of NC1 and the fuzziness under vmap) can block on XLA's intra-op pool for ever
+        measure = jax.jit(lambda s, x, y: jax.lax.map(lambda m: trainer.measure(m, x, y), s))
+    else:  # the model axis is sharded over devices
+        measure = jax.jit(jax.vmap(trainer.measure, in_axes=(0, None, None)))
     return _Group(gi, group, runs, [all_runs.index(r) for r in runs], parts, state, epoch0,
                   fprint, run_chunk.lower(part, x, labels), measure.lower(part, x, labels))
 
