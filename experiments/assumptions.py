@@ -106,15 +106,13 @@ def run(s: Settings, ctx: cli.RunContext) -> list:
     seconds = time.time() - start
     stats = analysis.assumption_stats(entries, "depth") + analysis.assumption_stats(entries,
                                                                                     "width")
-    ctx.workdir.write_json("results.json", entries)
-    ctx.workdir.write_text("summary.md", summaries.assumptions(
-        stats, seconds, cfg, s.widths, s.width_depth, EXPECTED))
-    assumptions_figure(entries, ctx.workdir.file("assumptions.png"))
-    for r in stats:
-        print(f"{r['sweep']:5s} L={r['depth']} width={r['width']}: " + ", ".join(
+    echo = "\n".join(
+        f"{r['sweep']:5s} L={r['depth']} width={r['width']}: " + ", ".join(
             f"{k} {summaries.mean_std(r[k], r[k + '_std'], '.4g', 'n/a')}" for k in KEYS)
-            + f", converged {r['converged']}/{r['seeds']}")
-    print(f"{seconds:.0f} s -> {ctx.workdir.path}")
+        + f", converged {r['converged']}/{r['seeds']}" for r in stats) + f"\n{seconds:.0f} s"
+    ctx.finish(entries, summaries.assumptions(stats, seconds, cfg, s.widths, s.width_depth,
+                                              EXPECTED),
+               lambda wd: assumptions_figure(entries, wd / "assumptions.png"), echo=echo)
     return entries
 
 

@@ -109,12 +109,8 @@ def run(s: Settings, ctx: cli.RunContext) -> list:
         seconds[ablation] = {"train": t1 - t0, "measure": time.time() - t1}
         sys.stderr.write(f"{ablation}: trained in {t1 - t0:.0f} s, measured in "
                          f"{time.time() - t1:.0f} s\n")
-    ctx.workdir.write_json("results.json", results)
-    ctx.workdir.write_json("timings.json", seconds)
-    summary = summaries.data_separation(results, s.train, data.name, seconds, s.fit_start)
-    ctx.workdir.write_text("summary.md", summary)
-    draw_all(ctx.workdir.path)
-    sys.stdout.write(summary + f"\nwrote {ctx.workdir.path}\n")
+    ctx.finish(results, summaries.data_separation(results, s.train, data.name, seconds,
+                                                  s.fit_start), draw_all, seconds)
     return results
 
 

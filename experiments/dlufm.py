@@ -104,14 +104,10 @@ def run(s: Settings, ctx: cli.RunContext) -> dict:
         start = time.perf_counter()
         results["full_hessian"] = dlufm.full_hessian_results(cfg, trained)
         seconds["full_hessian"] = time.perf_counter() - start
-    ctx.workdir.write_json("results.json", results)
-    ctx.workdir.write_json("timings.json", seconds)
-    summary = summaries.dlufm(results, seconds)
-    ctx.workdir.write_text("summary.md", summary)
-    plots.collapse_figure(results, ctx.workdir.file("dlufm_collapse.png"))
-    plots.spectrum_figure(results, ctx.workdir.file("dlufm_spectrum.png"))
-    plots.alignment_figure(results, ctx.workdir.file("dlufm_alignment.png"))
-    sys.stdout.write(summary + f"\nwrote {ctx.workdir.path}\n")
+    ctx.finish(results, summaries.dlufm(results, seconds), lambda wd: (
+        plots.collapse_figure(results, wd / "dlufm_collapse.png"),
+        plots.spectrum_figure(results, wd / "dlufm_spectrum.png"),
+        plots.alignment_figure(results, wd / "dlufm_alignment.png")), seconds)
     return results
 
 
@@ -127,12 +123,8 @@ def from_workdir(s: Settings, ctx: cli.RunContext) -> dict:
     seconds = {"spectra": time.perf_counter() - start}
     results = {"source": s.from_workdir, "num_classes": cfg.num_classes,
                "loss_scale": cfg.loss_scale, "outlier_rtol": s.outlier_rtol, "runs": runs}
-    ctx.workdir.write_json("results.json", results)
-    ctx.workdir.write_json("timings.json", seconds)
-    summary = summaries.sweep_spectra(results, seconds)
-    ctx.workdir.write_text("summary.md", summary)
-    plots.layer_spectra_figure(results, ctx.workdir.file("layer_spectra.png"))
-    sys.stdout.write(summary + f"\nwrote {ctx.workdir.path}\n")
+    ctx.finish(results, summaries.sweep_spectra(results, seconds),
+               lambda wd: plots.layer_spectra_figure(results, wd / "layer_spectra.png"), seconds)
     return results
 
 

@@ -137,12 +137,7 @@ def run(s: Settings, ctx: cli.RunContext) -> dict:
         seconds[kind] = {"train": t1 - t0, "measure": time.time() - t1}
         sys.stderr.write(f"{kind}: trained in {t1 - t0:.0f} s, measured in "
                          f"{time.time() - t1:.0f} s\n")
-    ctx.workdir.write_json("results.json", results)
-    ctx.workdir.write_json("timings.json", seconds)
-    summary = summaries.nonlinear(results, seconds)
-    ctx.workdir.write_text("summary.md", summary)
-    draw_all(ctx.workdir.path)
-    sys.stdout.write(summary + f"\nwrote {ctx.workdir.path}\n")
+    ctx.finish(results, summaries.nonlinear(results, seconds), draw_all, seconds)
     return results
 
 

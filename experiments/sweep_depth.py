@@ -12,7 +12,6 @@ trained network).
 """
 
 import dataclasses
-import sys
 
 from pnc_jax import analysis, cli, summaries
 from pnc_jax.config import Config
@@ -60,12 +59,9 @@ def run(s: Settings, ctx: cli.RunContext) -> list:
     theory = {depth: analysis.theory_reference(cfg, x, y, depth) for depth in cfg.depths}
     for r in runs:
         r["theory"] = theory[r["depth"]]
-    ctx.workdir.write_json("results.json", runs)
-    summary = summaries.sweep_depth(cfg, runs)
-    ctx.workdir.write_text("summary.md", summary)
-    compression_figure(runs, ctx.workdir.file("compression.png"))
-    discrimination_figure(runs, ctx.workdir.file("discrimination.png"))
-    sys.stdout.write(summary + f"\nwrote {ctx.workdir.path}\n")
+    ctx.finish(runs, summaries.sweep_depth(cfg, runs), lambda wd: (
+        compression_figure(runs, wd / "compression.png"),
+        discrimination_figure(runs, wd / "discrimination.png")))
     return runs
 
 

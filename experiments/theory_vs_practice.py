@@ -100,14 +100,12 @@ def run(s: Settings, ctx: cli.RunContext) -> list:
                    for depth in c.depths]
     seconds = time.time() - start
     stats = analysis.error_medians(points)
-    ctx.workdir.write_json("results.json", points)
-    ctx.workdir.write_text("summary.md",
-                           summaries.theory_vs_practice(points, stats, seconds, REGIME_RHO))
-    theory_vs_practice_figure(points, ctx.workdir.file("theory_vs_practice.png"))
-    print(f"{stats['num_ok']}/{stats['num_points']} points converged; median |rel. error| "
-          f"(rho <= {REGIME_RHO}): vs rho {summaries.pct(stats['median_rho_regime'], False)}, "
-          f"vs prediction {summaries.pct(stats['median_predicted_regime'], False)}; "
-          f"{seconds:.0f} s -> {ctx.workdir.path}")
+    ctx.finish(points, summaries.theory_vs_practice(points, stats, seconds, REGIME_RHO),
+               lambda wd: theory_vs_practice_figure(points, wd / "theory_vs_practice.png"),
+               echo=f"{stats['num_ok']}/{stats['num_points']} points converged; median |rel. "
+                    f"error| (rho <= {REGIME_RHO}): vs rho "
+                    f"{summaries.pct(stats['median_rho_regime'], False)}, vs prediction "
+                    f"{summaries.pct(stats['median_predicted_regime'], False)}; {seconds:.0f} s")
     return points
 
 

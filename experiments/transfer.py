@@ -18,7 +18,6 @@ statistics, the verdict), timings.json, summary.md, transfer.png to --workdir.
 """
 
 import dataclasses
-import sys
 import time
 
 from pnc_jax import cli, features, summaries, transfer
@@ -145,12 +144,8 @@ def run(s: Settings, ctx: cli.RunContext) -> dict:
         "epochs": s.train.epochs, "preset": ctx.preset, "runs": runs, "per_head_depth": rows,
         "verdict": transfer.verdict(rows)}
     seconds = {"train": t1 - t0, "measure": time.time() - t1}
-    ctx.workdir.write_json("results.json", results)
-    ctx.workdir.write_json("timings.json", seconds)
-    summary = summaries.transfer(results, seconds)
-    ctx.workdir.write_text("summary.md", summary)
-    transfer_figure(results, ctx.workdir.path / "transfer.png")
-    sys.stdout.write(summary + f"\nwrote {ctx.workdir.path}\n")
+    ctx.finish(results, summaries.transfer(results, seconds),
+               lambda wd: transfer_figure(results, wd / "transfer.png"), seconds)
     return results
 
 

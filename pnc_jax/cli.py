@@ -245,6 +245,20 @@ class RunContext:
                                 "devices": jax.device_count()})
         self.started = True
 
+    def finish(self, results, summary: str, figures: Callable[[Path], object] | None = None,
+               timings: dict | None = None, echo: str | None = None) -> None:
+        """The run's outputs: results.json (atomic), timings.json (wall times stay out of
+        results.json, so that a re-run from config.json reproduces it byte for byte),
+        summary.md, the figures (``figures(workdir path)``, drawn from the results) and, on
+        stdout, ``echo`` (default: the summary)."""
+        self.workdir.write_json("results.json", results)
+        if timings is not None:
+            self.workdir.write_json("timings.json", timings)
+        self.workdir.write_text("summary.md", summary)
+        if figures is not None:
+            figures(self.workdir.path)
+        sys.stdout.write((summary if echo is None else echo) + f"\nwrote {self.workdir.path}\n")
+
     def sweep(self, cfg: Config, x_NxD, labels_N, sub: str | None = None):
         """``run_sweep`` with this run's options, in the work directory or its child ``sub``."""
         from pnc_jax.sweep import run_sweep
