@@ -56,3 +56,40 @@ def test_experiment_modules_are_thin():
         text = path.read_text()
         assert "jax.jit" not in text and "import jax\n" not in text, path.name
         assert len(text.splitlines()) <= 170, (path.name, len(text.splitlines()))
+
+
+BAD = [  # issue 11, cases 5 and 6: each exits 2 with one line before anything compiles
+    ("sweep_depth", ["--epochs", "3000000000"], "int32"),
+    ("sweep_depth", ["--tol", "inf"], "tol must be finite"),
+    ("sweep_depth", ["--depths", "4,4"], "repeats 4"),
+    ("sweep_depth", ["--seed-list", "1,1"], "repeats 1"),
+    ("nonlinear", ["--probe-lr", "nan"], "probe.lr must be finite"),
+    ("nonlinear", ["--probe-batch-size", "-5"], "batch_size=-5"),
+    ("theory_vs_practice", ["--settings", "0.3:10:100,0.3:10:100"], "repeats"),
+    ("assumptions", ["--widths", "200,200"], "repeats 200"),
+]
+
+
+@pytest.mark.parametrize("name, argv, match", BAD)
+def test_bad_values_exit_2_before_anything_runs(name, argv, match, tmp_path, capsys):
+    module = importlib.import_module(f"experiments.{name}")
+    with pytest.raises(SystemExit) as e:
+        module.main(["--workdir", str(tmp_path / "w"), "--no-progress", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
+    assert not (tmp_path / "w" / "config.json").exists()
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"train": {"depths": 4}}', "depths must be a list, got 4"),
+    ('{"train": {"lr": "0.1"}}', "lr must be a number, got '0.1'"),
+    ('{"train": {"epochs": 10.5}}', "epochs must be an integer, got 10.5"),
+])
+def test_config_values_of_the_wrong_type_exit_2(text, match, tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module("experiments.sweep_depth").main(
+            ["--workdir", str(tmp_path / "w"), "--config", str(path)])
+    assert e.value.code == 2 and match in capsys.readouterr().err
