@@ -70,8 +70,8 @@ class Settings:
 def adam() -> Settings:
     """Adam, depths 4 / 8 / 20 (lr 3e-3 / 1e-3 / 3e-4), 3 seeds, 4 ablations, 600 epochs.
 
-    Measured on mnist10k: 12.8 min wall on the 2-core CPU shared at load ~8.5 (383 s of CPU
-    time). none: rho 0.237 / 0.509 / 0.816, r -0.993 / -0.998 / -0.984 at L = 4 / 8 / 20 (init r
+    Measured on mnist10k: 4.3 min wall on an idle 2-core CPU (12.8 min when shared at load
+    ~8.5). none: rho 0.237 / 0.509 / 0.816, r -0.993 / -0.998 / -0.984 at L = 4 / 8 / 20 (init r
     +0.33 / +0.94 / +0.98), test accuracy 93.4 / 92.4 / 85.0%; no_batchnorm: r -0.999 / -0.04 /
     no fit (L = 20 does not train); no_relu: rho ~1.005-1.05, r +0.3..+0.5; random_labels: r
     -0.997 / -0.994 / -0.980 on the training set. Expected (science.md): r about -0.996 / -0.992

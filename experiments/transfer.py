@@ -83,8 +83,8 @@ class Settings:
 
 def cpu() -> Settings:
     """mnist10k digits 0-4 (200 per class) -> 5-9; 2 blocks of width 128 + h = 0..5 head blocks,
-    5 seeds, MSE, SGD 0.01 momentum 0.9 cosine, weight decay 5e-4, 300 epochs: 187 s on the 2
-    shared cores at load ~4.5 (333 s at load ~7.5).
+    5 seeds, MSE, SGD 0.01 momentum 0.9 cosine, weight decay 5e-4, 300 epochs: 82 s on an idle
+    2-core CPU (187 s shared at load ~4.5).
 
     10 labelled target digits per class (mean of 5 draws): the few-shot regime, where the
     representation matters; the probe is at ~70% (pixels 77%), far from saturation (50 or 100
