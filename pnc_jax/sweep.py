@@ -123,8 +123,8 @@ def run_records(cfg: Config, runs, state, measured, emergence=None) -> list[dict
 
 def default_threads() -> int:
     """Host threads that train at once. CPU: one per core, since XLA runs a tiny model's
-    matmuls on one core (measured on 2 cores: 1.6-1.9x the grid's throughput). Accelerators:
-    1, one program at a time already fills the device."""
+    matmuls on one core (the speed-up is in benchmarks/README.md). Accelerators: 1, one
+    program at a time already fills the device."""
     if jax.default_backend() != "cpu":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
